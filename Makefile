@@ -1,0 +1,66 @@
+# The two commands of the quick start are `make lab` and `make test`; both set up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-stamp
+DEPS   := pyproject.toml constraints.txt Makefile
+# Debian packages for the sandboxed grader (bubblewrap) and the browser tests (chromium).
+SYSTEM_PACKAGES := bubblewrap chromium
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps lab test test-fast release grade train bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): $(DEPS)
+	@echo "==> setup: virtual environment in $(VENV) (re-run only when $(DEPS) change)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> setup: installing the course (editable) with its dev extras; torch pinned by constraints.txt"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@$(MAKE) --no-print-directory system-deps
+	@touch $(STAMP)
+	@echo "==> setup: done"
+
+# Installs Debian packages when it can (root, or password-less sudo); otherwise says what is
+# missing. Tests that need them skip with a reason.
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "==> system packages present:$(foreach p,$(SYSTEM_PACKAGES), $(p))"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "==> no apt-get: install$$missing yourself (the tests that need them will skip)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "==> not root and no sudo: install$$missing yourself (the tests that need them will skip)"; exit 0; fi; \
+	echo "==> installing Debian packages:$$missing"; \
+	$$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	  && echo "==> installed:$$missing" || echo "==> could not install$$missing (the tests that need them will skip)"
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.root_dir=course $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+release: setup
+	$(BIN)/python -m autograder release
+
+grade: setup
+	$(BIN)/python -m autograder grade $(ARGS)
+
+train: setup
+	$(BIN)/python -m course.lm train $(ARGS)
+	$(BIN)/python -m course.lm sample --prompt "def " --tokens 400
+
+bench: setup
+	$(BIN)/python -m course.lm bench $(ARGS)
+	$(BIN)/python -m autograder bench
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis runs grading

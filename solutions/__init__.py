@@ -1,0 +1,1 @@
+"""Instructor side: lesson source notebooks and the reference ("solution") kernels."""

@@ -1,0 +1,1 @@
+"""Reference kernels: plain functions over tensors (weights passed in), thin modules on top."""

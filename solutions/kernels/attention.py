@@ -1,0 +1,87 @@
+"""Scaled dot-product attention, written out as matmul -> softmax -> matmul.
+
+    Attention(Q, K, V) = softmax(Q K^T * scale + bias, masked) V,   scale = 1 / sqrt(head_dim)
+
+Shapes: `q` is `(..., q_len, d)`, `k` is `(..., k_len, d)`, `v` is `(..., k_len, d_v)` with any
+number of leading batch dimensions (usually `(batch, heads)`); `q_len` and `k_len` may differ.
+The boolean `mask` (True = may attend) and the additive float `bias` broadcast to
+`(..., q_len, k_len)`.
+
+A query whose mask allows no key at all has no defined softmax (every score is -inf, and
+-inf - (-inf) is NaN). Here such a row gets zero weights and a zero output, in every dtype, and
+its gradients are zero rather than NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def attention_scores(
+    q: torch.Tensor, k: torch.Tensor, scale: float | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`q @ k^T * scale (+ bias)`, shape `(..., q_len, k_len)`."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    # Scaling q (q_len x d) is cheaper than scaling the scores (q_len x k_len).
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = scores + bias
+    return scores
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last dim that gives weight 0 to masked keys and all-zero fully-masked rows.
+
+    Masked scores are set to the dtype's most negative finite number rather than -inf: a row
+    with something allowed still gives those keys exactly 0 (exp underflows), and a fully-masked
+    row becomes a harmless uniform softmax, whose gradient is finite, before it is zeroed.
+    Half-precision scores are normalised in float32, like PyTorch's own kernels.
+    """
+    if mask is None:
+        return _softmax(scores)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    # Multiplying by the mask zeroes the fully-masked rows (and is a no-op elsewhere).
+    return _softmax(filled) * mask
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    if scores.dtype in _HALF:
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+    return torch.softmax(scores, dim=-1)
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    return_weights: bool = False,
+    *,
+    bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale + bias, masked) @ v, and the weights if `return_weights`.
+
+    `mask` is boolean (True = may attend); `bias` is an additive float tensor (ALiBi) and must be
+    finite. `dropout_p` drops attention weights (using the global RNG, like `F.dropout`); the
+    returned weights are the ones before dropout.
+    """
+    weights = masked_softmax(attention_scores(q, k, scale, bias), mask)
+    dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    out = dropped @ v
+    return (out, weights) if return_weights else out
+
+
+def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each attention row, with 0 log 0 = 0; a fully-masked row has entropy 0."""
+    logw = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
+    return -(weights * logw).sum(-1)

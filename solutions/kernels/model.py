@@ -1,0 +1,213 @@
+"""A decoder-only Transformer language model assembled from the reference kernels.
+
+    idx -> token embedding (+ learned or sinusoidal positions) -> dropout
+        -> n_layers x TransformerBlock (causal self-attention with RoPE / ALiBi / nothing, FFN)
+        -> final norm -> linear head (tied to the embedding) -> logits
+
+Everything is chosen by a `course.lm.ModelConfig`. With a KV cache (`new_cache`), `forward`
+takes only the new tokens; they sit at absolute positions `cache.length ..`, which is where their
+positional information (RoPE angles, ALiBi distances, embedding rows) comes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course.lm.config import ModelConfig
+from solutions.kernels.blocks import TransformerBlock
+from solutions.kernels.kv_cache import KVCache
+from solutions.kernels.masks import causal_mask
+from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
+from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_table
+
+# Parameters that write into the residual stream; GPT-2 scales their init by 1/sqrt(2 n_layers)
+# so that the stream's variance does not grow with depth.
+RESIDUAL_PROJECTIONS = ("attn.W_o.weight", "ffn.W_out.weight", "ffn.W_down.weight")
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, config: ModelConfig, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        if c.positional == "learned":
+            self.pos_emb = nn.Embedding(c.context_length, c.d_model)
+        elif c.positional == "sinusoidal":
+            table = sinusoidal_table(c.context_length, c.d_model)
+            self.register_buffer("pos_table", table, persistent=False)
+        elif c.positional not in ("rope", "alibi", "none"):
+            raise ValueError(f"unknown positional scheme {c.positional!r}")
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                c.d_model,
+                c.n_heads,
+                c.d_ff,
+                n_kv_heads=c.n_kv_heads,
+                ffn=c.ffn,
+                norm=c.norm,
+                norm_position=c.norm_position,
+                dropout=c.dropout,
+                bias=c.bias,
+                backend=c.attention,
+            )
+            for _ in range(c.n_layers)
+        )
+        # A post-LN block already ends in a norm; only pre-LN needs one before the head.
+        self.norm_f = (
+            make_norm(c.norm, c.d_model, bias=c.bias) if c.norm_position == "pre" else None
+        )
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.init_weights(seed)
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """GPT-2 init: weights N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layers)),
+        biases 0, norms 1. The same `seed` gives the same model (None: the global generator)."""
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02, generator=gen)
+            if isinstance(module, (LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith(RESIDUAL_PROJECTIONS):
+                nn.init.normal_(p, 0.0, residual_std, generator=gen)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count (a tied head counts once); optionally without position/token tables."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.tok_emb.weight.numel()
+            if self.config.positional == "learned":
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits `(batch, T, vocab_size)` for token ids `idx` `(batch, T)`.
+
+        With `cache`, `idx` continues the cached tokens: their keys/values are appended, the
+        cache advances by `T`, and the logits are for these `T` tokens only.
+        """
+        _, T = idx.shape
+        past = 0 if cache is None else cache.length
+        positions = torch.arange(past, past + T, device=idx.device)
+        x = self.tok_emb(idx)
+        if self.config.positional == "learned":
+            x = x + self.pos_emb(self.check_positions(positions))
+        elif self.config.positional == "sinusoidal":
+            x = x + self.pos_table[self.check_positions(positions)].to(x.dtype)
+        x = self.drop(x)
+        attn_inputs = self.attention_inputs(T, past, positions, x.dtype)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache=cache, layer=layer, **attn_inputs)
+        if cache is not None:
+            cache.advance(T)
+        if self.norm_f is not None:
+            x = self.norm_f(x)
+        return self.lm_head(x)
+
+    def check_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """Learned and tabulated positions exist only below `context_length`."""
+        if len(positions) and positions[-1] >= self.config.context_length:
+            raise ValueError(
+                f"position {int(positions[-1])} is beyond context_length="
+                f"{self.config.context_length}"
+            )
+        return positions
+
+    def attention_inputs(self, T: int, past: int, positions: torch.Tensor, dtype) -> dict:
+        """What every layer's attention needs, computed once per forward pass."""
+        c = self.config
+        # Without a cache prefix the mask is the plain causal one, which SDPA can apply without
+        # materialising it; one new token after a prefix may attend to everything.
+        inputs = {"is_causal": past == 0, "mask": None}
+        if past > 0 and T > 1:
+            inputs["mask"] = causal_mask(T, past, device=positions.device)
+        if c.positional == "rope":
+            inputs["rope"] = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=dtype)
+        elif c.positional == "alibi":
+            bias = alibi_bias(c.n_heads, T, past, device=positions.device, dtype=dtype)
+            inputs["attn_bias"] = bias
+        return inputs
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache for `max_len` positions, on this model's device and dtype."""
+        c, p = self.config, self.tok_emb.weight
+        return KVCache(
+            c.n_layers,
+            batch_size,
+            c.n_kv_heads,
+            max_len,
+            c.head_dim,
+            dtype=p.dtype,
+            device=p.device,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append `n` sampled tokens to `idx` `(batch, T)` and return the whole `(batch, T + n)`.
+
+        `temperature=0` is greedy. Once the sequence is longer than `context_length`, the model
+        sees the last `context_length` tokens, recomputed each step (a cache cannot drop its
+        first position without changing every later one's attention), so the output does not
+        depend on `use_cache`.
+        """
+        was_training = self.training
+        self.eval()
+        ctx = self.config.context_length
+        cache = self.new_cache(idx.shape[0], min(ctx, idx.shape[1] + n)) if use_cache else None
+        for _ in range(n):
+            if cache is not None and idx.shape[1] <= ctx:
+                logits = self(idx[:, cache.length :], cache=cache)
+            else:
+                logits = self(idx[:, -ctx:])
+            next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, next_token), dim=1)
+        self.train(was_training)
+        return idx
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row of `logits` `(batch, vocab)`, as `(batch, 1)`.
+
+    `top_k` keeps the k most likely tokens; `top_p` keeps the smallest set of most likely tokens
+    whose probability reaches p (nucleus sampling); both may be combined.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Drop a token when the tokens before it already reach top_p (the first always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1, generator=generator)

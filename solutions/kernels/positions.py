@@ -1,0 +1,179 @@
+"""Position information: sinusoidal tables, rotary embeddings (RoPE) and ALiBi biases.
+
+Frequencies. Dimension pair `i` (of `d/2` pairs) turns at angular frequency
+`w_i = theta^(-2i/d)` (theta = 10000): pair 0 once per position, the last pair very slowly.
+
+Sinusoidal (Vaswani et al.), interleaved: `PE[p, 2i] = sin(p w_i)`, `PE[p, 2i+1] = cos(p w_i)`.
+Shifting by `k` positions is a fixed linear map, a rotation of each pair by the angle `k w_i`:
+
+    PE[p + k] = PE[p] @ M_k^T,    M_k = blockdiag([[cos k w_i, sin k w_i], [-sin k w_i, cos k w_i]])
+
+(`M_k` acts like a linear layer's weight, `y = x @ W.T`). `M_k` does not depend on `p`, which is
+why attention can learn relative offsets from absolute sinusoidal encodings.
+
+RoPE rotates each pair of a query or key at position `p` by `p w_i`. The default *interleaved*
+layout pairs dims `(2i, 2i + 1)` (RoFormer, Meta's Llama code); the *half-split* layout pairs
+`(i, i + d/2)` (GPT-NeoX, Hugging Face Llama). Half-split is interleaved applied to permuted
+dims: `rope(x[..., perm], "half") == rope(x, "interleaved")[..., perm]` with
+`perm = interleaved_to_half_split(d)`. Since rotations compose, `rope(q, m) . rope(k, n)` depends
+only on `m - n`.
+
+ALiBi adds `-slope_h * |i - j|` to head `h`'s scores, slopes a geometric sequence per head.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+RopeLayout = Literal["interleaved", "half"]
+
+
+def inverse_frequencies(dim: int, theta: float = 10000.0, *, device=None) -> torch.Tensor:
+    """`(dim // 2,)` angular frequencies `theta^(-2i/dim)`, in float32."""
+    if dim % 2:
+        raise ValueError(f"the dimension must be even, got {dim}")
+    exponent = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim
+    return theta**-exponent
+
+
+def sinusoidal_table(
+    n_positions: int, d_model: int, theta: float = 10000.0, *, device=None
+) -> torch.Tensor:
+    """`(n_positions, d_model)` table with `sin(p w_i)` at dim `2i` and `cos(p w_i)` at `2i + 1`."""
+    pos = torch.arange(n_positions, device=device, dtype=torch.float32)
+    angles = pos[:, None] * inverse_frequencies(d_model, theta, device=device)[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+
+
+def sinusoidal_shift_matrix(
+    k: int, d_model: int, theta: float = 10000.0, *, device=None
+) -> torch.Tensor:
+    """The `(d_model, d_model)` matrix `M_k` with `PE[p + k] = PE[p] @ M_k^T` for every `p`.
+
+    From sin(a + b) = sin a cos b + cos a sin b and cos(a + b) = cos a cos b - sin a sin b,
+    each (sin, cos) pair is multiplied by `[[cos k w, sin k w], [-sin k w, cos k w]]`.
+    """
+    angle = k * inverse_frequencies(d_model, theta, device=device).double()
+    c, s = angle.cos(), angle.sin()
+    blocks = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)
+    return torch.block_diag(*blocks).float()
+
+
+def rope_cos_sin(
+    positions: torch.Tensor,
+    head_dim: int,
+    theta: float = 10000.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`cos` and `sin` of the angles `positions[..., None] * w_i`, shape `(*positions.shape, d/2)`.
+
+    The angles are formed in float32 (large positions times small frequencies lose precision in
+    half), then cast to `dtype`. Compute them once per forward pass and share them across layers.
+    """
+    inv_freq = inverse_frequencies(head_dim, theta, device=positions.device)
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(
+    x: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    *,
+    theta: float = 10000.0,
+    layout: RopeLayout = "interleaved",
+    cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Rotate each dimension pair of `x` `(..., seq, head_dim)` by `position * w_i`.
+
+    `positions` is `(seq,)` (default `arange(seq)`), or `(batch, seq)` for `x` of shape
+    `(batch, heads, seq, head_dim)`. Pass precomputed `cos_sin` (from `rope_cos_sin`) to skip the
+    trigonometry; then `positions` and `theta` are ignored.
+    """
+    if cos_sin is None:
+        if positions is None:
+            positions = torch.arange(x.shape[-2], device=x.device)
+        cos_sin = rope_cos_sin(positions, x.shape[-1], theta, dtype=x.dtype)
+    cos, sin = cos_sin
+    if cos.dim() == 3 and x.dim() == 4:  # (batch, seq, d/2) against (batch, heads, seq, d)
+        cos, sin = cos[:, None], sin[:, None]
+    if layout == "interleaved":
+        pairs = x.unflatten(-1, (-1, 2))
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    if layout == "half":
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
+
+
+def interleaved_to_half_split(head_dim: int) -> torch.Tensor:
+    """Permutation `perm` with `x_half = x[..., perm]`: even dims first, then odd dims.
+
+    Pair `(2i, 2i + 1)` of the interleaved layout lands on `(i, i + d/2)` of the half-split one.
+    """
+    return torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al., 2022), float32 `(n_heads,)`.
+
+    For `n` a power of two the slopes are `2^(-8/n), 2^(-16/n), ..., 2^(-8)`. Otherwise, as in
+    the paper's code, take the `m` slopes of the largest power of two `m < n`, then every other
+    slope of the `2m`-head sequence for the remaining `n - m` heads.
+    """
+
+    def power_of_two(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be positive, got {n_heads}")
+    m = 2 ** math.floor(math.log2(n_heads))
+    slopes = power_of_two(m) + power_of_two(2 * m)[0::2][: n_heads - m]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(
+    n_heads: int, seq_len: int, past: int = 0, *, device=None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """`(n_heads, seq_len, past + seq_len)` additive bias `-slope_h * |i - j|`.
+
+    Queries are at absolute positions `past .. past + seq_len - 1`, keys at
+    `0 .. past + seq_len - 1`, as in `masks.causal_mask`. With a causal mask only `j <= i`
+    matters, where this is `slope_h * (j - i)` as in the paper.
+    """
+    q_pos = torch.arange(past, past + seq_len, device=device)
+    k_pos = torch.arange(past + seq_len, device=device)
+    distance = (q_pos[:, None] - k_pos[None, :]).abs().to(torch.float32)
+    slopes = alibi_slopes(n_heads).to(device)
+    return (-slopes[:, None, None] * distance).to(dtype)
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds `sinusoidal_table` rows to `(batch, seq, d_model)` inputs (a buffer, no weights)."""
+
+    def __init__(self, d_model: int, max_len: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_len, d_model, theta), persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(x.shape[-2], device=x.device)
+        return x + self.table[positions].to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """`apply_rope` with a fixed head dimension, theta and layout (no weights)."""
+
+    def __init__(
+        self, head_dim: int, theta: float = 10000.0, layout: RopeLayout = "interleaved"
+    ) -> None:
+        super().__init__()
+        self.head_dim, self.theta, self.layout = head_dim, theta, layout
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return apply_rope(x, positions, theta=self.theta, layout=self.layout)
