@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from autograder.coursedir import tool_env
 from autograder.nbgrader_config import REPO
 
 
@@ -25,7 +26,7 @@ def generate(lesson: str, release_dir: Path | str = "course", root: Path = REPO)
         "--force", "--no-db", f"--CourseDirectory.release_directory={release_dir}",
         "--log-level=WARN",
     ]
-    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=tool_env())
     if result.returncode != 0:
         raise RuntimeError(f"generating {lesson} failed:\n{result.stdout}{result.stderr}")
 

@@ -115,9 +115,7 @@ def cmd_train(args) -> int:
     print(result.summary())
     print(f"saved {os.path.join(args.out, 'ckpt.pt')}, log.json and loss.png")
     if args.sample_tokens > 0:
-        from course.lm.corpus import load_corpus
-
-        prompt = default_prompt(load_corpus(args.corpus).name)
+        prompt = default_prompt(result.corpus)
         text = sample_text(result.model, prompt, args.sample_tokens, temperature=0.8, seed=0)
         print(f"--- sample (temperature 0.8) ---\n{text}\n---")
     return 0

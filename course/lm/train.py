@@ -60,6 +60,7 @@ class TrainResult:
     target_reached_s: float | None = None  # elapsed_s when val first reached target_val_loss
     mfu: float | None = None
     device: str = "cpu"
+    corpus: str = ""
     out_dir: Path | None = None
     interrupted: bool = False
 
@@ -278,7 +279,7 @@ class Trainer:
         cfg = self.config
         end = min(cfg.steps, until_step) if until_step is not None else cfg.steps
         result = TrainResult(self.model, cfg, self.history, self.step, device=str(self.device))
-        result.out_dir = self.out_dir
+        result.out_dir, result.corpus = self.out_dir, self.corpus.name
         bar = self._progress_bar(end, progress)
         train_time, train_tokens = 0.0, 0
         window_loss, window_steps = torch.zeros((), device=self.device), 0

@@ -24,6 +24,7 @@ from solutions.kernels.heads import Backend, MultiHeadAttention
 from solutions.kernels.norms import make_norm
 
 NormPosition = Literal["pre", "post"]
+Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -42,16 +43,21 @@ def gelu_ffn(
     W_out: torch.Tensor,
     b_in: torch.Tensor | None = None,
     b_out: torch.Tensor | None = None,
+    activation: Activation = gelu,
 ) -> torch.Tensor:
     """`gelu(x @ W_in.T + b_in) @ W_out.T + b_out`; `W_in` is `(d_ff, d_model)`."""
-    return F.linear(gelu(F.linear(x, W_in, b_in)), W_out, b_out)
+    return F.linear(activation(F.linear(x, W_in, b_in)), W_out, b_out)
 
 
 def swiglu_ffn(
-    x: torch.Tensor, W_gate: torch.Tensor, W_up: torch.Tensor, W_down: torch.Tensor
+    x: torch.Tensor,
+    W_gate: torch.Tensor,
+    W_up: torch.Tensor,
+    W_down: torch.Tensor,
+    activation: Activation = silu,
 ) -> torch.Tensor:
     """`(silu(x @ W_gate.T) * (x @ W_up.T)) @ W_down.T`: a gated linear unit with a SiLU gate."""
-    return F.linear(silu(F.linear(x, W_gate)) * F.linear(x, W_up), W_down)
+    return F.linear(activation(F.linear(x, W_gate)) * F.linear(x, W_up), W_down)
 
 
 def residual_block(
@@ -73,36 +79,49 @@ def residual_block(
 
 
 class GELUFeedForward(nn.Module):
-    """`gelu_ffn` with weights `W_in` `(d_ff, d_model)` and `W_out` `(d_model, d_ff)`."""
+    """`gelu_ffn` with weights `W_in` `(d_ff, d_model)` and `W_out` `(d_model, d_ff)`.
 
-    def __init__(self, d_model: int, d_ff: int, *, bias: bool = False) -> None:
+    `fused=True` (the default) uses `F.gelu`, the same function in one pass over memory (the
+    tests check they agree); `fused=False` uses the explicit `gelu`.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, *, bias: bool = False, fused: bool = True):
         super().__init__()
+        self.activation = F.gelu if fused else gelu
         self.W_in = nn.Linear(d_model, d_ff, bias=bias)
         self.W_out = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gelu_ffn(x, self.W_in.weight, self.W_out.weight, self.W_in.bias, self.W_out.bias)
+        W_in, W_out = self.W_in, self.W_out
+        return gelu_ffn(x, W_in.weight, W_out.weight, W_in.bias, W_out.bias, self.activation)
 
 
 class SwiGLUFeedForward(nn.Module):
-    """`swiglu_ffn` with `W_gate`, `W_up` `(d_ff, d_model)` and `W_down` `(d_model, d_ff)`."""
+    """`swiglu_ffn` with `W_gate`, `W_up` `(d_ff, d_model)` and `W_down` `(d_model, d_ff)`.
 
-    def __init__(self, d_model: int, d_ff: int) -> None:
+    `fused` as in `GELUFeedForward`, with `F.silu`.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, *, fused: bool = True) -> None:
         super().__init__()
+        self.activation = F.silu if fused else silu
         self.W_gate = nn.Linear(d_model, d_ff, bias=False)
         self.W_up = nn.Linear(d_model, d_ff, bias=False)
         self.W_down = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return swiglu_ffn(x, self.W_gate.weight, self.W_up.weight, self.W_down.weight)
+        weights = self.W_gate.weight, self.W_up.weight, self.W_down.weight
+        return swiglu_ffn(x, *weights, self.activation)
 
 
-def make_ffn(kind: str, d_model: int, d_ff: int, *, bias: bool = False) -> nn.Module:
+def make_ffn(
+    kind: str, d_model: int, d_ff: int, *, bias: bool = False, fused: bool = True
+) -> nn.Module:
     """`SwiGLUFeedForward` for `"swiglu"` (bias-free, as in Llama), else `GELUFeedForward`."""
     if kind == "swiglu":
-        return SwiGLUFeedForward(d_model, d_ff)
+        return SwiGLUFeedForward(d_model, d_ff, fused=fused)
     if kind == "gelu":
-        return GELUFeedForward(d_model, d_ff, bias=bias)
+        return GELUFeedForward(d_model, d_ff, bias=bias, fused=fused)
     raise ValueError(f"ffn must be 'swiglu' or 'gelu', got {kind!r}")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from course.lm.cli import main
+
+sys.exit(main())
