@@ -7,6 +7,9 @@ DEPS   := pyproject.toml constraints.txt Makefile
 # Debian packages for the sandboxed grader (bubblewrap) and the browser tests (chromium).
 SYSTEM_PACKAGES := bubblewrap chromium
 ARGS   ?=
+# The folder JupyterLab serves (`make lab LAB_ROOT=solutions` opens the instructor's side;
+# the browser tests serve a scratch copy so that running and saving leaves the repo alone).
+LAB_ROOT ?= course
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps lab test test-fast release grade train bench lint format clean
@@ -36,8 +39,11 @@ system-deps:
 	$$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
 	  && echo "==> installed:$$missing" || echo "==> could not install$$missing (the tests that need them will skip)"
 
+# JupyterLab refuses to run as root unless told; containers and CI often are root.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=course $(ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) $(ROOT_FLAG) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

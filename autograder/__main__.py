@@ -1,22 +1,196 @@
-"""`python -m autograder COMMAND`: the instructor's tools."""
+"""python -m autograder COMMAND: the instructor's tools (see the README's instructor section).
+
+release                      regenerate course/ from solutions/
+collect SOURCE               import a folder or an LMS zip into <root>/submitted
+grade [--lesson L] [-j N]    autograde in parallel, sandboxed, into nbgrader's gradebook
+feedback                     one HTML page per student and lesson (no hidden-test source)
+export                       nbgrader's CSV and an LMS-importable CSV
+report                       class summary: histogram, pass rates, slowest, integrity
+bench                        grading throughput: --workers 2 vs nbgrader's autograde
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from autograder.nbgrader_config import REPO
+
+DEFAULT_ROOT = REPO / "grading"
+
+
+def _lessons(args) -> list[str]:
+    from autograder.release import lessons
+
+    known = lessons()
+    chosen = args.lesson or known
+    unknown = [lesson for lesson in chosen if lesson not in known]
+    if unknown:
+        raise SystemExit(
+            f"error: unknown lesson(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return chosen
+
+
+def cmd_release(args) -> int:
+    from autograder.release import release
+
+    release(args.lessons or None)
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from autograder.collect import DEFAULT_ID_PATTERN, collect
+
+    report = collect(
+        Path(args.source),
+        args.root,
+        _lessons(args),
+        args.lesson[0] if args.lesson else None,
+        args.id_pattern or DEFAULT_ID_PATTERN,
+        args.replace,
+    )
+    print(report.summary())
+    print(f"details: {args.root / 'reports' / 'collect.json'}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from autograder import grading, reports, sandbox
+
+    limits = sandbox.Limits(
+        cell_timeout_s=args.cell_timeout,
+        notebook_timeout_s=args.notebook_timeout,
+        memory_bytes=int(args.memory_gb * 2**30),
+    )
+    workers = args.workers or max(1, (os.cpu_count() or 2))
+    settings = grading.Settings(
+        root=args.root,
+        limits=limits,
+        seed=args.seed,
+        threads_per_kernel=max(1, (os.cpu_count() or 1) // workers),
+    )
+
+    def show(result: dict) -> None:
+        status = result.get("status")
+        detail = "" if status == "graded" else f"  ({status}: {result.get('reason', '')})"
+        print(
+            f"  {result['lesson']}  {result['student']:<24} {result['score']:>5g} / "
+            f"{result['max_score']:g}  {result.get('seconds', 0):5.1f} s{detail}",
+            flush=True,
+        )
+
+    if sandbox.bwrap_path() is None:
+        print(f"WARNING: {sandbox.NO_SANDBOX_WARNING}", file=sys.stderr)
+    try:
+        results = grading.grade(
+            args.root,
+            _lessons(args),
+            workers=workers,
+            force=args.force,
+            settings=settings,
+            progress=show,
+        )
+    except grading.GradeLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    cached = sum(1 for r in results if r.get("cached"))
+    print(f"graded {len(results) - cached} submission(s), {cached} unchanged since the last run")
+    print(reports.report_text(args.root, args.lesson))
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    from autograder.reports import write_feedback
+
+    paths = write_feedback(args.root, args.lesson)
+    print(f"wrote {len(paths)} feedback page(s) under {args.root / 'feedback'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from autograder.reports import export
+
+    for path in export(args.root, args.lesson):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from autograder.reports import report_text, write_report
+
+    path = write_report(args.root, args.lesson)
+    print(report_text(args.root, args.lesson))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from autograder.bench import main as bench_main
+
+    return bench_main(args.submissions, args.workers or 2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help="grading folder (default: grading/, git-ignored)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    rel = sub.add_parser("release", help="regenerate course/ from solutions/")
+    rel.add_argument("lessons", nargs="*")
+    col = sub.add_parser("collect", help="import submissions from a folder or an LMS zip")
+    col.add_argument("source")
+    col.add_argument("--id-pattern", help="regex with a (?P<student>...) group, for zip names")
+    col.add_argument("--replace", action="store_true", help="empty submitted/ first")
+    gr = sub.add_parser("grade", help="autograde submissions in parallel")
+    gr.add_argument(
+        "--workers", "-j", type=int, default=0, help="parallel workers (default: cores)"
+    )
+    gr.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
+    gr.add_argument("--cell-timeout", type=int, default=30)
+    gr.add_argument("--notebook-timeout", type=int, default=300)
+    gr.add_argument("--memory-gb", type=float, default=4.0)
+    gr.add_argument("--seed", type=int, default=None, help="seed of the hidden tests' inputs")
+    sub.add_parser("feedback", help="HTML feedback per student")
+    sub.add_parser("export", help="grades as CSV")
+    sub.add_parser("report", help="class summary")
+    be = sub.add_parser("bench", help="grading throughput vs nbgrader")
+    be.add_argument("--submissions", type=int, default=8)
+    be.add_argument("--workers", type=int, default=2)
+    for p in (col, gr, sub.choices["feedback"], sub.choices["export"], sub.choices["report"]):
+        p.add_argument("--lesson", action="append", help="lesson folder (repeatable; default: all)")
+    return parser
+
+
+COMMANDS = {
+    "release": cmd_release,
+    "collect": cmd_collect,
+    "grade": cmd_grade,
+    "feedback": cmd_feedback,
+    "export": cmd_export,
+    "report": cmd_report,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rel = sub.add_parser("release", help="regenerate course/ from solutions/ (nbgrader generate_assignment)")
-    rel.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
-    args = parser.parse_args(argv)
-    if args.command == "release":
-        from autograder.release import release
-
-        release(args.lessons or None)
-    return 0
+    args = build_parser().parse_args(argv)
+    args.root = args.root.resolve()
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -52,8 +52,11 @@ def create(root: Path | str, lessons: list[str], extra_config: str = "") -> Cour
         target = course.root / "solutions" / lesson
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(REPO / "solutions" / lesson, target,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        shutil.copytree(
+            REPO / "solutions" / lesson,
+            target,
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        )
     config = CONFIG_TEMPLATE.format(root=str(course.root), extra=extra_config)
     config += f"c.CourseDirectory.db_url = {course.db_url!r}\n"
     (course.root / "nbgrader_config.py").write_text(config)
@@ -71,15 +74,17 @@ def tool_env() -> dict[str, str]:
 
 def nbgrader(course: CourseDir, *args: str, timeout: float | None = None) -> str:
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    result = subprocess.run(cmd, cwd=course.root, capture_output=True, text=True, timeout=timeout,
-                            env=tool_env())
+    result = subprocess.run(
+        cmd, cwd=course.root, capture_output=True, text=True, timeout=timeout, env=tool_env()
+    )
     if result.returncode != 0:
         raise NbgraderError(f"nbgrader {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout + result.stderr
 
 
-def submit(course: CourseDir, student: str, lesson: str, notebook: Path | str,
-           name: str | None = None) -> Path:
+def submit(
+    course: CourseDir, student: str, lesson: str, notebook: Path | str, name: str | None = None
+) -> Path:
     folder = course.submitted(student, lesson)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (name or Path(notebook).name)

@@ -18,6 +18,7 @@ and steps 1 and 3 in its own process, so a submission cannot forge its verdict.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,29 @@ class Probe:
     call: str = "value"
     grad_weight_seed: int = 0
     check_dtype: bool = True
+    # A fixed target (a tensor, number or sympy expression) instead of the reference's output,
+    # e.g. the theoretical value a Monte Carlo estimate must approach.
+    expected: Any = None
+
+
+@dataclass(frozen=True)
+class Fn:
+    """A probe argument that is a function: named by "module:attr", never pickled.
+
+    Only non-secret helpers may be named (`torch...` or `autograder.probe_helpers...`), so the
+    sandboxed worker, which cannot read `solutions/`, can rebuild the same argument.
+    """
+
+    ref: str
+
+    def resolve(self) -> Callable:
+        module, _, attr = self.ref.partition(":")
+        if not (module == "torch" or module.startswith(("torch.", "autograder.probe_helpers"))):
+            raise ValueError(f"Fn may only name torch or autograder.probe_helpers, not {module}")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
 
 
 @dataclass
@@ -179,6 +204,10 @@ def _time_limit(seconds: float) -> Iterator[None]:
 def _copy_arg(value: Any) -> Any:
     if type(value) is _TENSOR:
         return _clone(_detach(value))
+    if isinstance(value, Fn):
+        return value.resolve()
+    if type(value) in (tuple, list):
+        return type(value)(_copy_arg(v) for v in value)
     return value
 
 
@@ -198,6 +227,11 @@ def to_plain(value: Any) -> Any:
         return {"dtype": type(value).__name__, "array": np.array(value)}
     if type(value) in (tuple, list):
         return [to_plain(v) for v in value]
+    if type(value).__module__.startswith("sympy."):
+        import sympy
+
+        if isinstance(value, sympy.Basic):
+            return {"dtype": "sympy", "srepr": sympy.srepr(value)}
     raise TypeError(f"returned a {type(value).__module__}.{type(value).__qualname__}")
 
 
@@ -243,8 +277,10 @@ def run_probe(fn: Callable, probe: Probe, exercise: Exercise) -> dict:
             out = _output_for(fn, probe, exercise.forbidden_ops)
         return {"ok": to_plain(out)}
     except ForbiddenCall as exc:
-        return {"error": f"uses the built-in {_friendly_op(str(exc))}, which this exercise "
-                f"asks you to write yourself. {exercise.forbidden_hint}".strip()}
+        return {
+            "error": f"uses the built-in {_friendly_op(str(exc))}, which this exercise "
+            f"asks you to write yourself. {exercise.forbidden_hint}".strip()
+        }
     except NotImplementedError:
         return {"error": "not written yet (raises NotImplementedError)"}
     except ProbeTimeout as exc:
@@ -266,9 +302,29 @@ def _describe(array: np.ndarray) -> str:
         return _short(str(array), 120)
 
 
+def _compare_sympy(want: dict, got: dict) -> str | None:
+    from autograder.safe_sympy import parse_srepr
+
+    if got.get("dtype") != "sympy":
+        return "expected a sympy expression"
+    import sympy
+
+    try:
+        w, g = parse_srepr(want["srepr"]), parse_srepr(got["srepr"])
+    except ValueError as exc:
+        return f"could not read the expression: {exc}"
+    if sympy.simplify(g - w) != 0:
+        return f"not equivalent to the expected expression: got {_short(str(g), 120)}"
+    return None
+
+
 def _compare_arrays(want: dict, got: Any, probe: Probe) -> str | None:
+    if isinstance(want, dict) and want.get("dtype") == "sympy":
+        return _compare_sympy(want, got if isinstance(got, dict) else {})
     if not isinstance(got, dict) or "array" not in got:
-        return f"expected a tensor, got {'a sequence' if isinstance(got, list) else 'something else'}"
+        return (
+            f"expected a tensor, got {'a sequence' if isinstance(got, list) else 'something else'}"
+        )
     w, g = want["array"], got["array"]
     if probe.check_dtype and got["dtype"] != want["dtype"]:
         return f"dtype {got['dtype']}, expected {want['dtype']} (keep the input's dtype)"
@@ -286,8 +342,10 @@ def _compare_arrays(want: dict, got: Any, probe: Probe) -> str | None:
     finite = np.isfinite(w64) & np.isfinite(g64)
     if not np.allclose(g64[finite], w64[finite], atol=probe.atol, rtol=probe.rtol):
         err = np.abs(g64[finite] - w64[finite]).max()
-        return (f"values differ (largest |error| {err:.3g}, allowed atol={probe.atol:g}, "
-                f"rtol={probe.rtol:g}); expected {_describe(w)}, got {_describe(g)}")
+        return (
+            f"values differ (largest |error| {err:.3g}, allowed atol={probe.atol:g}, "
+            f"rtol={probe.rtol:g}); expected {_describe(w)}, got {_describe(g)}"
+        )
     return None
 
 
@@ -305,6 +363,8 @@ def compare(want: Any, got: Any, probe: Probe) -> str | None:
 
 
 def reference_output(exercise: Exercise, probe: Probe) -> Any:
+    if probe.expected is not None:
+        return to_plain(probe.expected)
     return to_plain(_output_for(exercise.reference, probe, frozenset()))
 
 
@@ -325,17 +385,63 @@ def grade(exercise_id: str, fn: Callable, seed: int | None = None) -> Verdict:
 
     exercise = get_exercise(exercise_id)
     if not callable(fn):
-        return Verdict(exercise.id, exercise.title,
-                       [ProbeVerdict("callable", False, f"`{exercise.function}` is not a function")])
+        return Verdict(
+            exercise.id,
+            exercise.title,
+            [ProbeVerdict("callable", False, f"`{exercise.function}` is not a function")],
+        )
     probes = exercise.make_probes(seed)
     return verdict_for(exercise, probes, [run_probe(fn, p, exercise) for p in probes])
+
+
+RECORD_DIR_ENV = "AUTOGRADER_RECORD_DIR"
+
+
+def record(exercise_id: str, fn: Callable, folder: Path) -> None:
+    """Sandbox side of class grading: run the probes the grader wrote, save plain results.
+
+    No reference and no verdict exist here; the grader compares the results afterwards.
+    """
+    from autograder.transport import file_stem, read_probes, write_results
+
+    payload = read_probes(folder / "probes" / f"{file_stem(exercise_id)}.pt")
+    exercise = Exercise(
+        exercise_id,
+        "",
+        payload["function"],
+        reference=None,
+        probes=None,
+        forbidden_ops=frozenset(payload["forbidden_ops"]),
+        forbidden_hint=payload["forbidden_hint"],
+        time_limit_s=payload["time_limit_s"],
+    )
+    probes = [
+        Probe(
+            p["name"],
+            tuple(p["args"]),
+            p["kwargs"],
+            call=p["call"],
+            grad_weight_seed=p["grad_weight_seed"],
+        )
+        for p in payload["probes"]
+    ]
+    if callable(fn):
+        results = [run_probe(fn, probe, exercise) for probe in probes]
+    else:
+        results = [{"error": f"`{exercise.function}` is not a function"}] * len(probes)
+    write_results(folder / "results", exercise_id, results)
+    print(f"{exercise_id}: {len(probes)} hidden checks run; the grader computes the verdict.")
 
 
 def judge(exercise_id: str, fn: Callable, seed: int | None = None) -> None:
     """The hidden-test entry point: print the verdict; raise `JudgeFailed` unless it passed.
 
+    Under the class grader (`AUTOGRADER_RECORD_DIR` set) it only records plain results.
     Returns None: nbgrader would read a number left as a cell's last value as a score.
     """
+    if os.environ.get(RECORD_DIR_ENV):
+        record(exercise_id, fn, Path(os.environ[RECORD_DIR_ENV]))
+        return
     verdict = grade(exercise_id, fn, seed)
     report = verdict.report()
     if not verdict.passed:

@@ -23,7 +23,12 @@ def configure(c, root: Path | str = REPO, db_url: str | None = None) -> None:
     c.CourseDirectory.release_directory = "course"
     c.CourseDirectory.db_url = db_url or f"sqlite:///{root / 'grading' / 'gradebook.db'}"
     c.CourseDirectory.ignore = [
-        ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*", "*.egg-info",
+        ".ipynb_checkpoints",
+        "*.pyc",
+        "__pycache__",
+        "feedback",
+        ".*",
+        "*.egg-info",
     ]
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
     c.ClearSolutions.enforce_metadata = True

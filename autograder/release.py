@@ -22,8 +22,14 @@ def lessons(root: Path = REPO) -> list[str]:
 def generate(lesson: str, release_dir: Path | str = "course", root: Path = REPO) -> None:
     """`nbgrader generate_assignment` for one lesson, writing to `release_dir` (no gradebook)."""
     cmd = [
-        sys.executable, "-m", "nbgrader", "generate_assignment", lesson,
-        "--force", "--no-db", f"--CourseDirectory.release_directory={release_dir}",
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "generate_assignment",
+        lesson,
+        "--force",
+        "--no-db",
+        f"--CourseDirectory.release_directory={release_dir}",
         "--log-level=WARN",
     ]
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=tool_env())

@@ -36,6 +36,11 @@ _MAX_CHARS = 300
 class CheckFailed(AssertionError):
     """A visible check failed; the message says which case, with what input, and why."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message already names the case, the
+        # input, what was expected and what came back; frames inside `run` add only noise.
+        return str(self).split("\n")
+
 
 class NotWrittenYet(CheckFailed):
     """The exercise still raises NotImplementedError."""
@@ -96,7 +101,8 @@ def _compare_close(
         return f"{int(bad_nan.sum())} NaN value(s) where a number was expected"
     if not torch.allclose(have64, want64, atol=atol, rtol=rtol, equal_nan=True):
         diff = (have64 - want64).abs().nan_to_num(nan=math.inf)
-        return f"values differ: largest |difference| {diff.max().item():.3g} (atol={atol}, rtol={rtol})"
+        largest = diff.max().item()
+        return f"values differ: largest |difference| {largest:.3g} (atol={atol}, rtol={rtol})"
     return None
 
 

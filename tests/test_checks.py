@@ -13,7 +13,10 @@ from course import checks
 
 def test_passing_check_prints_one_line(capsys):
     x = torch.tensor([1.0, 2.0])
-    assert checks.run("demo", [checks.close("double", lambda: x * 2, torch.tensor([2.0, 4.0]))]) is None
+    assert (
+        checks.run("demo", [checks.close("double", lambda: x * 2, torch.tensor([2.0, 4.0]))])
+        is None
+    )
     assert capsys.readouterr().out == "✔ demo: all 1 checks passed\n"
 
 
@@ -26,8 +29,14 @@ def test_failure_names_case_input_expected_got_and_hint():
     with pytest.raises(checks.CheckFailed) as info:
         checks.run("demo", cases)
     message = str(info.value)
-    for part in ["case 2/2 'second'", "input:", "expected:", "got:", "hint:     do not add one",
-                 "largest |difference| 1"]:
+    for part in [
+        "case 2/2 'second'",
+        "input:",
+        "expected:",
+        "got:",
+        "hint:     do not add one",
+        "largest |difference| 1",
+    ]:
         assert part in message
 
 

@@ -99,7 +99,9 @@ def test_tensor_subclass_with_lying_eq_is_rejected():
         def __bool__(self):
             return True
 
-    verdict = grade("01-softmax/softmax-basic", lambda x, dim=-1: torch.zeros_like(x).as_subclass(Liar))
+    verdict = grade(
+        "01-softmax/softmax-basic", lambda x, dim=-1: torch.zeros_like(x).as_subclass(Liar)
+    )
     assert not verdict.passed
     assert "Liar" in verdict.probes[0].message
 

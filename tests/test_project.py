@@ -55,14 +55,18 @@ def test_every_lesson_is_released():
     assert lessons(), "no lesson in solutions/"
     for lesson in lessons():
         for source in (REPO / "solutions" / lesson).glob("*.ipynb"):
-            assert (REPO / "course" / lesson / source.name).exists(), f"run `make release`: {lesson}"
+            assert (REPO / "course" / lesson / source.name).exists(), (
+                f"run `make release`: {lesson}"
+            )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", lessons())
 def test_release_is_not_stale(lesson, tmp_path):
     generate(lesson, release_dir=tmp_path)
-    fresh = sorted(p.relative_to(tmp_path / lesson) for p in (tmp_path / lesson).rglob("*") if p.is_file())
+    fresh = sorted(
+        p.relative_to(tmp_path / lesson) for p in (tmp_path / lesson).rglob("*") if p.is_file()
+    )
     committed = sorted(
         p.relative_to(REPO / "course" / lesson)
         for p in (REPO / "course" / lesson).rglob("*")
@@ -89,11 +93,14 @@ def test_notebooks_are_committed_without_outputs(path):
             assert not cell.outputs and cell.execution_count is None, f"{path}: outputs committed"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "solutions").glob("[0-9][0-9]-*/*.ipynb")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "solutions").glob("[0-9][0-9]-*/*.ipynb")), ids=lambda p: p.parent.name
+)
 def test_lesson_header_states_the_total_points_and_has_six_exercises(path):
     nb = nbformat.read(path, as_version=4)
-    graded = [c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    graded = [
+        c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+    ]
     total = sum(g["points"] for g in graded)
     assert len(graded) >= 6
     header = nb.cells[0].source
@@ -101,7 +108,9 @@ def test_lesson_header_states_the_total_points_and_has_six_exercises(path):
     assert match, "the header must say 'Total: N points'"
     assert int(match.group(1)) == total
     for heading in ["Estimated time", "Prerequisites", "Where this shows up", "Going further"]:
-        assert any(heading.lower() in c.source.lower() for c in nb.cells if c.cell_type == "markdown"), heading
+        assert any(
+            heading.lower() in c.source.lower() for c in nb.cells if c.cell_type == "markdown"
+        ), heading
 
 
 def test_release_strips_solutions_and_hidden_tests():

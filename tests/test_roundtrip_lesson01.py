@@ -34,8 +34,10 @@ def graded(tmp_path_factory):
     start = time.perf_counter()
     coursedir.nbgrader(course, "autograde", LESSON, "--force", timeout=600)
     elapsed = time.perf_counter() - start
-    print(f"\nautograde: {len(submissions)} notebooks in {elapsed:.1f} s "
-          f"({elapsed / len(submissions):.1f} s per notebook)")
+    print(
+        f"\nautograde: {len(submissions)} notebooks in {elapsed:.1f} s "
+        f"({elapsed / len(submissions):.1f} s per notebook)"
+    )
     return coursedir.scores(course, LESSON)
 
 

@@ -12,6 +12,8 @@ from autograder.judge import Exercise
 
 LESSON_MODULES = {
     "01-softmax": "autograder.exercises.lesson01",
+    "02-scaled-attention": "autograder.exercises.lesson02",
+    "03-causal-masking": "autograder.exercises.lesson03",
 }
 
 

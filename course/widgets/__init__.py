@@ -5,7 +5,10 @@ how the tests drive it) and shows nothing under `nbgrader autograde`, where
 `NBGRADER_EXECUTION` is set.
 """
 
+from course.widgets.attention import AttentionExplorer, attention_explorer
 from course.widgets.base import Explorer, is_grading
+from course.widgets.masking import MaskingExplorer, masking_explorer
 from course.widgets.softmax import SoftmaxExplorer, softmax_explorer
 
-__all__ = ["Explorer", "is_grading", "SoftmaxExplorer", "softmax_explorer"]
+__all__ = ["Explorer", "is_grading", "SoftmaxExplorer", "softmax_explorer",
+           "AttentionExplorer", "attention_explorer", "MaskingExplorer", "masking_explorer"]

@@ -109,16 +109,33 @@ def _describe_exception(exc: BaseException) -> str:
     return f"Your function raised {type(exc).__name__}: {exc}{where}"
 
 
-def slider(description: str, value: float, low: float, high: float, step: float,
-           log: bool = False) -> W.Widget:
+def slider(
+    description: str, value: float, low: float, high: float, step: float, log: bool = False
+) -> W.Widget:
     style = {"description_width": "110px"}
     layout = W.Layout(width="340px")
     if log:
-        return W.FloatLogSlider(value=value, base=10, min=low, max=high, step=step,
-                                description=description, style=style, layout=layout,
-                                continuous_update=False)
-    return W.FloatSlider(value=value, min=low, max=high, step=step, description=description,
-                         style=style, layout=layout, continuous_update=False)
+        return W.FloatLogSlider(
+            value=value,
+            base=10,
+            min=low,
+            max=high,
+            step=step,
+            description=description,
+            style=style,
+            layout=layout,
+            continuous_update=False,
+        )
+    return W.FloatSlider(
+        value=value,
+        min=low,
+        max=high,
+        step=step,
+        description=description,
+        style=style,
+        layout=layout,
+        continuous_update=False,
+    )
 
 
 def call_quietly(fn: Callable, *args, **kwargs):

@@ -45,10 +45,15 @@ class SoftmaxExplorer(Explorer):
     def controls(self):
         self.temperature = slider("temperature T", 1.0, -1.5, 1.5, 0.05, log=True)
         self.offset = slider("logit offset", 0.0, 0.0, 1e4, 10.0)
-        self.dtype = W.ToggleButtons(options=list(DTYPES), value="float32",
-                                     style={"button_width": "70px"})
-        help_text = W.HTML("<small>Your softmax sees <code>logits / T + offset</code>. "
-                           "Grey bars: torch.softmax on the same input.</small>")
+        self.dtype = W.ToggleButtons(
+            options=list(DTYPES), value="float32", style={"button_width": "70px"}
+        )
+        # ipywidgets gives HTML a 28px line height (one control row): too airy for prose.
+        help_text = W.HTML(
+            "<div style='line-height:1.4;margin-top:4px'><small>Your softmax "
+            "sees <code>logits / T + offset</code>. Grey bars: torch.softmax "
+            "on the same input.</small></div>"
+        )
         return [self.temperature, self.offset, self.dtype, help_text]
 
     def logits(self) -> torch.Tensor:
@@ -73,28 +78,42 @@ class SoftmaxExplorer(Explorer):
             "warning": None,
         }
         if bad.any() and torch.isfinite(reference).all():
-            state["warning"] = (f"Your softmax returned {int(bad.sum())} inf/NaN value(s) where "
-                                "the reference is finite: overflow in exp? Try subtracting the max.")
+            state["warning"] = (
+                f"Your softmax returned {int(bad.sum())} inf/NaN value(s) where "
+                "the reference is finite: overflow in exp? Try subtracting the max."
+            )
             state["max_grad"], state["grad_source"] = float("nan"), "not finite"
         else:
-            state["max_grad"], state["grad_source"] = _largest_gradient(self.fn, z.to(torch.float64))
+            state["max_grad"], state["grad_source"] = _largest_gradient(
+                self.fn, z.to(torch.float64)
+            )
         return state
 
     def draw(self, fig: Figure, state: dict) -> None:
         ax = fig.add_subplot(1, 1, 1)
         n = len(state["probs"])
         xs = torch.arange(n).numpy()
-        ax.bar(xs - 0.2, state["reference"].numpy(), width=0.4, color="#bbbbbb", label="torch.softmax")
+        ax.bar(
+            xs - 0.2, state["reference"].numpy(), width=0.4, color="#bbbbbb", label="torch.softmax"
+        )
         probs = torch.nan_to_num(state["probs"], nan=0.0, posinf=1.0, neginf=0.0).numpy()
         ax.bar(xs + 0.2, probs, width=0.4, color="#1f77b4", label="your softmax")
         for i in torch.nonzero(~torch.isfinite(state["probs"])).flatten().tolist():
-            ax.text(xs[i] + 0.2, 0.02, "NaN" if state["probs"][i].isnan() else "inf",
-                    color="#b00020", ha="center", rotation=90, fontsize=8)
+            ax.text(
+                xs[i] + 0.2,
+                0.02,
+                "NaN" if state["probs"][i].isnan() else "inf",
+                color="#b00020",
+                ha="center",
+                rotation=90,
+                fontsize=8,
+            )
         ax.set_ylim(0, 1.05)
         ax.set_xticks(xs, [f"z{i}" for i in range(n)])
         ax.set_ylabel("probability")
-        ax.set_title(f"T = {self.temperature.value:.2f}, offset = {self.offset.value:g}, "
-                     f"{self.dtype.value}")
+        ax.set_title(
+            f"T = {self.temperature.value:.2f}, offset = {self.offset.value:g}, {self.dtype.value}"
+        )
         ax.legend(loc="upper right", fontsize=8)
 
     def readout_html(self, state: dict) -> str:
@@ -104,7 +123,7 @@ class SoftmaxExplorer(Explorer):
         ]
         if state["warning"]:
             rows.append(f"<span style='color:#b00020'>⚠ {state['warning']}</span>")
-        return "<br>".join(rows)
+        return "<div style='line-height:1.6'>" + "<br>".join(rows) + "</div>"
 
 
 def softmax_explorer(softmax_fn, logits: torch.Tensor | None = None):

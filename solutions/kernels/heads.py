@@ -70,7 +70,10 @@ def grouped_query_attention(
     if n_heads % n_kv_heads:
         raise ValueError(f"{n_heads} query heads cannot share {n_kv_heads} key/value heads")
     q_len, k_len = q.shape[-2], k.shape[-2]
+    if is_causal and q_len == 1:
+        is_causal = False  # the one query is the last position: it may see every key
     if is_causal and (q_len != k_len or mask is not None or bias is not None or backend != "sdpa"):
+        # SDPA's own is_causal aligns to the top-left corner, so it only serves square scores.
         mask = combine_masks(mask, causal_mask(q_len, k_len - q_len, device=q.device))
         is_causal = False
     if backend == "sdpa":
@@ -142,12 +145,9 @@ def _sdpa(q, k, v, mask, bias, is_causal, scale, dropout_p) -> torch.Tensor:
     )
 
 
-def _attend_and_project(q, k, v, W_o, b_o, *, rope, positions, rope_theta, rope_layout, **attn):
-    if rope:
-        q = apply_rope(q, positions, theta=rope_theta, layout=rope_layout)
-        k = apply_rope(k, positions, theta=rope_theta, layout=rope_layout)
-    result = grouped_query_attention(q, k, v, **attn)
-    if attn.get("return_weights"):
+def _project_out(result, W_o: torch.Tensor, b_o: torch.Tensor | None):
+    """Merge heads and apply the output projection, passing attention weights through."""
+    if isinstance(result, tuple):
         out, weights = result
         return F.linear(merge_heads(out), W_o, b_o), weights
     return F.linear(merge_heads(result), W_o, b_o)
@@ -187,11 +187,12 @@ def multi_head_self_attention(
     q = split_heads(F.linear(x, W_q, b_q), n_heads)
     k = split_heads(F.linear(x, W_k, b_k), n_kv_heads)
     v = split_heads(F.linear(x, W_v, b_v), n_kv_heads)
-    return _attend_and_project(
-        q, k, v, W_o, b_o, rope=rope, positions=positions, rope_theta=rope_theta,
-        rope_layout=rope_layout, mask=mask, is_causal=is_causal, backend=backend,
-        return_weights=return_weights,
-    )  # fmt: skip
+    if rope:
+        q, k = (apply_rope(t, positions, theta=rope_theta, layout=rope_layout) for t in (q, k))
+    result = grouped_query_attention(
+        q, k, v, mask=mask, is_causal=is_causal, backend=backend, return_weights=return_weights
+    )
+    return _project_out(result, W_o, b_o)
 
 
 def split_qkv(
@@ -225,15 +226,18 @@ def fused_multi_head_self_attention(
     """`multi_head_self_attention` with one matmul for q, k and v: `W_qkv = cat([W_q, W_k, W_v])`.
 
     One `(d_model -> (n_heads + 2 n_kv_heads) * head_dim)` matmul reads `x` once instead of three
-    times, which is why real implementations fuse them.
+    times, which is why real implementations fuse them. `n_kv_heads` defaults to what the
+    shapes say (`W_o` is `(d_model, n_heads * head_dim)`).
     """
-    n_kv_heads = n_kv_heads or n_heads
+    head_dim = W_o.shape[1] // n_heads
+    n_kv_heads = n_kv_heads or (W_qkv.shape[0] // head_dim - n_heads) // 2
     q, k, v = split_qkv(F.linear(x, W_qkv, b_qkv), n_heads, n_kv_heads)
-    return _attend_and_project(
-        q, k, v, W_o, b_o, rope=rope, positions=positions, rope_theta=rope_theta,
-        rope_layout=rope_layout, mask=mask, is_causal=is_causal, backend=backend,
-        return_weights=return_weights,
-    )  # fmt: skip
+    if rope:
+        q, k = (apply_rope(t, positions, theta=rope_theta, layout=rope_layout) for t in (q, k))
+    result = grouped_query_attention(
+        q, k, v, mask=mask, is_causal=is_causal, backend=backend, return_weights=return_weights
+    )
+    return _project_out(result, W_o, b_o)
 
 
 class MultiHeadAttention(nn.Module):

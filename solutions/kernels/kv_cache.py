@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 
 from solutions.kernels.heads import Backend, grouped_query_attention
-from solutions.kernels.masks import causal_mask
 
 
 def kv_cache_bytes(
@@ -116,10 +115,9 @@ def cached_attention_step(
 
     `q` is `(batch, n_heads, T, head_dim)` for positions `past .. past + T - 1` (`past =
     cache.length`), `k_new`, `v_new` are `(batch, kv_heads, T, head_dim)`. Query `i` sees keys
-    `0 .. past + i` (a causal mask offset by `past`; a single new token sees everything).
-    The caller advances the cache once all layers have run.
+    `0 .. past + i`: `masks.causal_mask(T, past)`, which is what `is_causal` means for fewer
+    queries than keys (a single new token sees everything). The caller advances the cache once
+    all layers have run.
     """
-    past, new = cache.length, q.shape[-2]
     k, v = cache.update(layer, k_new, v_new)
-    mask = None if new == 1 else causal_mask(new, past, device=q.device)
-    return grouped_query_attention(q, k, v, mask=mask, bias=bias, backend=backend)
+    return grouped_query_attention(q, k, v, bias=bias, is_causal=True, backend=backend)

@@ -20,7 +20,6 @@ from torch import nn
 from course.lm.config import ModelConfig
 from solutions.kernels.blocks import TransformerBlock
 from solutions.kernels.kv_cache import KVCache
-from solutions.kernels.masks import causal_mask
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
 from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_table
 
@@ -30,6 +29,12 @@ RESIDUAL_PROJECTIONS = ("attn.W_o.weight", "ffn.W_out.weight", "ffn.W_down.weigh
 
 
 class TransformerLM(nn.Module):
+    """The course's language model: `TransformerLM(config)(idx) -> logits`.
+
+    Implements the harness protocol of `course.lm.protocol` (`new_cache`, `forward(idx, cache)`)
+    and `generate`. `seed` makes the initial weights reproducible.
+    """
+
     def __init__(self, config: ModelConfig, *, seed: int | None = None) -> None:
         super().__init__()
         self.config = c = config
@@ -102,10 +107,8 @@ class TransformerLM(nn.Module):
         past = 0 if cache is None else cache.length
         positions = torch.arange(past, past + T, device=idx.device)
         x = self.tok_emb(idx)
-        if self.config.positional == "learned":
-            x = x + self.pos_emb(self.check_positions(positions))
-        elif self.config.positional == "sinusoidal":
-            x = x + self.pos_table[self.check_positions(positions)].to(x.dtype)
+        if self.config.positional in ("learned", "sinusoidal"):
+            x = x + self.position_vectors(positions, past + T).to(x.dtype)
         x = self.drop(x)
         attn_inputs = self.attention_inputs(T, past, positions, x.dtype)
         for layer, block in enumerate(self.blocks):
@@ -116,28 +119,30 @@ class TransformerLM(nn.Module):
             x = self.norm_f(x)
         return self.lm_head(x)
 
-    def check_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """Learned and tabulated positions exist only below `context_length`."""
-        if len(positions) and positions[-1] >= self.config.context_length:
+    def position_vectors(self, positions: torch.Tensor, end: int) -> torch.Tensor:
+        """Learned or sinusoidal vectors for `positions`; both exist only below context_length."""
+        if end > self.config.context_length:
             raise ValueError(
-                f"position {int(positions[-1])} is beyond context_length="
-                f"{self.config.context_length}"
+                f"position {end - 1} is beyond context_length={self.config.context_length}"
             )
-        return positions
+        if self.config.positional == "learned":
+            return self.pos_emb(positions)
+        return self.pos_table[positions]
 
     def attention_inputs(self, T: int, past: int, positions: torch.Tensor, dtype) -> dict:
-        """What every layer's attention needs, computed once per forward pass."""
+        """What every layer's attention needs, computed once per forward pass.
+
+        The causal mask is left to the attention (`is_causal`): aligned to the last key, it is
+        right for a cache prefix too, and SDPA applies it without materialising it.
+        """
         c = self.config
-        # Without a cache prefix the mask is the plain causal one, which SDPA can apply without
-        # materialising it; one new token after a prefix may attend to everything.
-        inputs = {"is_causal": past == 0, "mask": None}
-        if past > 0 and T > 1:
-            inputs["mask"] = causal_mask(T, past, device=positions.device)
+        inputs = {"is_causal": True}
         if c.positional == "rope":
             inputs["rope"] = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=dtype)
         elif c.positional == "alibi":
-            bias = alibi_bias(c.n_heads, T, past, device=positions.device, dtype=dtype)
-            inputs["attn_bias"] = bias
+            inputs["attn_bias"] = alibi_bias(
+                c.n_heads, T, past, device=positions.device, dtype=dtype
+            )
         return inputs
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
@@ -172,17 +177,19 @@ class TransformerLM(nn.Module):
         depend on `use_cache`.
         """
         was_training = self.training
-        self.eval()
+        self.eval()  # no dropout while sampling
         ctx = self.config.context_length
         cache = self.new_cache(idx.shape[0], min(ctx, idx.shape[1] + n)) if use_cache else None
-        for _ in range(n):
-            if cache is not None and idx.shape[1] <= ctx:
-                logits = self(idx[:, cache.length :], cache=cache)
-            else:
-                logits = self(idx[:, -ctx:])
-            next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, next_token), dim=1)
-        self.train(was_training)
+        try:
+            for _ in range(n):
+                if cache is not None and idx.shape[1] <= ctx:
+                    logits = self(idx[:, cache.length :], cache=cache)
+                else:
+                    logits = self(idx[:, -ctx:])
+                next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
+                idx = torch.cat((idx, next_token), dim=1)
+        finally:
+            self.train(was_training)
         return idx
 
 

@@ -32,11 +32,13 @@ from torch import nn
 RopeLayout = Literal["interleaved", "half"]
 
 
-def inverse_frequencies(dim: int, theta: float = 10000.0, *, device=None) -> torch.Tensor:
-    """`(dim // 2,)` angular frequencies `theta^(-2i/dim)`, in float32."""
+def inverse_frequencies(
+    dim: int, theta: float = 10000.0, *, device=None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """`(dim // 2,)` angular frequencies `theta^(-2i/dim)`."""
     if dim % 2:
         raise ValueError(f"the dimension must be even, got {dim}")
-    exponent = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim
+    exponent = torch.arange(0, dim, 2, device=device, dtype=dtype) / dim
     return theta**-exponent
 
 
@@ -57,7 +59,7 @@ def sinusoidal_shift_matrix(
     From sin(a + b) = sin a cos b + cos a sin b and cos(a + b) = cos a cos b - sin a sin b,
     each (sin, cos) pair is multiplied by `[[cos k w, sin k w], [-sin k w, cos k w]]`.
     """
-    angle = k * inverse_frequencies(d_model, theta, device=device).double()
+    angle = k * inverse_frequencies(d_model, theta, device=device, dtype=torch.float64)
     c, s = angle.cos(), angle.sin()
     blocks = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)
     return torch.block_diag(*blocks).float()
@@ -72,12 +74,49 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`cos` and `sin` of the angles `positions[..., None] * w_i`, shape `(*positions.shape, d/2)`.
 
-    The angles are formed in float32 (large positions times small frequencies lose precision in
-    half), then cast to `dtype`. Compute them once per forward pass and share them across layers.
+    The angles are formed in float32 (float64 for a float64 `dtype`), never in half precision:
+    position 1000 times a frequency has no correct digits left after the point in float16.
+    Compute them once per forward pass and share them across layers.
     """
-    inv_freq = inverse_frequencies(head_dim, theta, device=positions.device)
-    angles = positions.to(torch.float32)[..., None] * inv_freq
+    angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = inverse_frequencies(head_dim, theta, device=positions.device, dtype=angle_dtype)
+    angles = positions.to(angle_dtype)[..., None] * inv_freq
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_pairs(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout = "interleaved"
+) -> torch.Tensor:
+    """Rotate each dimension pair `(a, b)` of `x` to `(a cos - b sin, a sin + b cos)`.
+
+    Pairs are `(2i, 2i + 1)` for `layout="interleaved"` and `(i, i + d/2)` for `"half"`;
+    `cos` and `sin` hold one angle per pair and broadcast against `x[..., : d/2]`.
+    """
+    if layout == "interleaved":
+        pairs = x.unflatten(-1, (-1, 2))
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    if layout == "half":
+        a, b = x.chunk(2, dim=-1)
+        return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
+
+
+class _Rotate(torch.autograd.Function):
+    """`rotate_pairs` with its backward written by hand: a rotation's gradient is the inverse
+    rotation of the incoming gradient. Autograd would instead keep `x` alive and run a dozen
+    small kernels; this keeps only the angle tables."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin, layout):
+        ctx.save_for_backward(cos, sin)
+        ctx.layout = layout
+        return rotate_pairs(x, cos, sin, layout)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return rotate_pairs(grad, cos, -sin, ctx.layout), None, None, None
 
 
 def apply_rope(
@@ -92,23 +131,20 @@ def apply_rope(
 
     `positions` is `(seq,)` (default `arange(seq)`), or `(batch, seq)` for `x` of shape
     `(batch, heads, seq, head_dim)`. Pass precomputed `cos_sin` (from `rope_cos_sin`) to skip the
-    trigonometry; then `positions` and `theta` are ignored.
+    trigonometry; then `positions` and `theta` are ignored. Gradients flow to `x` only, not to
+    the angle tables.
     """
+    if layout not in ("interleaved", "half"):
+        raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
     if cos_sin is None:
         if positions is None:
             positions = torch.arange(x.shape[-2], device=x.device)
         cos_sin = rope_cos_sin(positions, x.shape[-1], theta, dtype=x.dtype)
-    cos, sin = cos_sin
+    # Under autocast x may be bfloat16 while the tables are float32: keep x's dtype.
+    cos, sin = (t.to(x.dtype) for t in cos_sin)
     if cos.dim() == 3 and x.dim() == 4:  # (batch, seq, d/2) against (batch, heads, seq, d)
         cos, sin = cos[:, None], sin[:, None]
-    if layout == "interleaved":
-        pairs = x.unflatten(-1, (-1, 2))
-        x1, x2 = pairs[..., 0], pairs[..., 1]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    if layout == "half":
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
+    return _Rotate.apply(x, cos, sin, layout)
 
 
 def interleaved_to_half_split(head_dim: int) -> torch.Tensor:

@@ -68,7 +68,9 @@ def test_log_softmax_matches_torch(case):
 @given(logits(), st.booleans())
 def test_logsumexp_matches_torch(case, keepdim):
     x, dim = case
-    want = torch.logsumexp(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim, keepdim)
+    want = torch.logsumexp(
+        x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim, keepdim
+    )
     assert_close(K.logsumexp(x, dim, keepdim), want.to(x.dtype), x.dtype)
 
 

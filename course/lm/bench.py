@@ -1,0 +1,280 @@
+"""`python -m course.lm bench`: what the speed-ups buy, measured side by side on this device.
+
+1. training tokens/s: the written-out ("reference") attention against PyTorch's fused SDPA
+   kernel, and on CUDA also eager against torch.compile and float32 against bf16 autocast;
+2. generation tokens/s with and without the KV cache (16-token prompt, 512 new tokens);
+3. peak memory of one forward pass at sequence length 2048, reference against SDPA;
+4. wall time to a validation loss on Tiny Shakespeare (path from $BENCH_CORPUS or --corpus).
+
+Speeds are medians over timed steps after warm-up steps; weights are random except in 4.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from course.lm.config import ModelConfig
+from course.lm.data import random_windows
+from course.lm.device import (
+    autocast,
+    flops_per_token,
+    mfu,
+    peak_flops,
+    pick_device,
+    supports_bf16,
+    synchronize,
+)
+from course.lm.models import load_model_class
+from course.lm.presets import TrainConfig, default_preset_name, get_preset
+from course.lm.protocol import check_model_interface
+from course.lm.sample import generate, has_cache
+from course.lm.train import lm_loss, make_optimizer, train
+
+# Time-to-loss targets: (validation loss, seconds) per preset, on Tiny Shakespeare.
+LOSS_TARGETS = {"cpu": (1.88, 37.0), "gpu": (1.47, 60.0), "cpu-tiny": (2.5, 60.0)}
+SECTIONS = ("train", "generate", "memory", "loss")
+PROMPT_TOKENS, NEW_TOKENS, MEMORY_SEQ_LEN = 16, 512, 2048
+
+
+def _build(model_cls, config: ModelConfig, device: torch.device, seed: int = 0):
+    torch.manual_seed(seed)
+    return check_model_interface(model_cls, config).to(device)
+
+
+def _variants(device: torch.device) -> list[tuple[str, bool, str]]:
+    compiles = [False, True] if device.type == "cuda" else [False]
+    precisions = ["fp32", "bf16"] if supports_bf16(device) else ["fp32"]
+    return [(a, c, p) for a in ("reference", "sdpa") for c in compiles for p in precisions]
+
+
+def train_throughput(model_cls, preset: TrainConfig, device, attention, compiled, precision,
+                     warmup: int = 3, steps: int = 10) -> dict:
+    """Median training tokens/s of the preset's model with one attention backend."""
+    config = dataclasses.replace(preset.model, attention=attention)
+    model = _build(model_cls, config, device)
+    optimizer = make_optimizer(model, preset, device)
+    run = torch.compile(model) if compiled else model
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    data = torch.randint(256, (1 << 16,), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(warmup + steps):
+        x, y = random_windows(data, preset.batch_size, config.context_length, gen, device)
+        synchronize(device)
+        t0 = time.perf_counter()
+        with autocast(device, dtype):
+            loss = lm_loss(run, x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    tokens_per_s = preset.tokens_per_step / statistics.median(times)
+    n_params = sum(p.numel() for p in model.parameters())
+    fpt = flops_per_token(n_params, config.n_layers, config.context_length, config.d_model)
+    return {
+        "attention": attention,
+        "compile": compiled,
+        "precision": precision,
+        "tokens_per_s": tokens_per_s,
+        "mfu": mfu(tokens_per_s, fpt, peak_flops(device)),
+    }
+
+
+def generation_speed(model_cls, preset: TrainConfig, device, repeats: int = 3) -> list[dict]:
+    """Tokens/s generating NEW_TOKENS after a PROMPT_TOKENS prompt, with and without the cache.
+
+    The preset's model gets a context of prompt + new tokens, so neither path slides its window:
+    without the cache, step t recomputes all t tokens; with it, step t feeds one token.
+    """
+    length = PROMPT_TOKENS + NEW_TOKENS
+    config = dataclasses.replace(preset.model, context_length=max(preset.model.context_length, length))
+    model = _build(model_cls, config, device).eval()
+    prompt = torch.randint(256, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+    rows = []
+    for use_cache in ([True, False] if has_cache(model) else [False]):
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            t0 = time.perf_counter()
+            generate(model, prompt, NEW_TOKENS, temperature=1.0, seed=0, use_cache=use_cache)
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+        rows.append({"kv_cache": use_cache, "tokens_per_s": NEW_TOKENS / min(times)})
+    return rows
+
+
+def _memory_probe_code(model_spec: str, config: dict, attention: str) -> str:
+    return f"""
+import json, resource, torch
+from course.lm.bench import _build
+from course.lm.config import ModelConfig
+from course.lm.models import load_model_class
+torch.set_num_threads(1)
+cfg = ModelConfig.from_dict({config!r}); cfg.attention = {attention!r}
+model = _build(load_model_class({model_spec!r}), cfg, torch.device("cpu")).eval()
+idx = torch.randint(256, (1, {MEMORY_SEQ_LEN}))
+with torch.no_grad():
+    model(idx[:, :64])  # load kernels and allocator pools before the baseline
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model(idx)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"peak_bytes": (after - before) * 1024}}))
+"""
+
+
+def forward_memory(model_spec: str, model_cls, preset: TrainConfig, device, attention) -> dict:
+    """Extra memory one no-grad forward of (1, 2048) tokens needs.
+
+    CUDA: torch.cuda.max_memory_allocated above what was allocated before the call. CPU: the
+    growth of peak resident set size (ru_maxrss) of a fresh process across the call, so
+    allocator caching in this process cannot hide or inflate it.
+    """
+    config = dataclasses.replace(preset.model, context_length=MEMORY_SEQ_LEN, attention=attention)
+    if device.type == "cuda":
+        model = _build(model_cls, config, device).eval()
+        idx = torch.randint(256, (1, MEMORY_SEQ_LEN), device=device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.no_grad():
+            model(idx)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del model
+        torch.cuda.empty_cache()
+        return {"attention": attention, "peak_bytes": peak, "method": "cuda max_memory_allocated"}
+    code = _memory_probe_code(model_spec, config.to_dict(), attention)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return {"attention": attention, "peak_bytes": peak, "method": "ru_maxrss growth, subprocess"}
+
+
+def time_to_loss(model_cls, preset_name: str, preset: TrainConfig, corpus, device) -> dict:
+    target, budget = LOSS_TARGETS.get(preset_name, (None, None))
+    config = copy.deepcopy(preset)
+    config.target_val_loss = target
+    result = train(model_cls, config, corpus, device=device, verbose=True)
+    return {
+        "preset": preset_name,
+        "target_val_loss": target,
+        "budget_s": budget,
+        "reached_s": result.target_reached_s,
+        "val_loss": result.val_loss,
+        "steps": result.step,
+        "elapsed_s": result.elapsed_s,
+        "tokens_per_s": result.tokens_per_s,
+        "mfu": result.mfu,
+    }
+
+
+def run_bench(model_spec=None, *, device=None, preset=None, corpus=None, out_dir="runs",
+              only=None) -> dict:
+    from course.lm.models import DEFAULT_MODEL
+
+    device = pick_device(device)
+    preset_name = preset or default_preset_name(device)
+    config = get_preset(preset_name)
+    model_spec = model_spec or DEFAULT_MODEL
+    model_cls = load_model_class(model_spec)
+    sections = set(only or SECTIONS)
+    if unknown := sections - set(SECTIONS):
+        from course.lm.errors import LMError
+
+        raise LMError(f"unknown bench section(s) {', '.join(sorted(unknown))} "
+                      f"(choose from {', '.join(SECTIONS)})")
+    if "loss" in sections and corpus:
+        from course.lm.corpus import load_corpus
+
+        corpus = load_corpus(corpus)  # a bad path fails now, not after minutes of benchmarks
+    results = {"device": _device_name(device), "preset": preset_name, "model": model_spec,
+               "threads": torch.get_num_threads(), "date": datetime.now().isoformat()}
+    if "train" in sections:
+        results["train"] = [train_throughput(model_cls, config, device, *v)
+                            for v in _variants(device)]
+        _print_train(results["train"])
+    if "generate" in sections:
+        results["generate"] = generation_speed(model_cls, config, device)
+        _print_generate(results["generate"])
+    if "memory" in sections:
+        results["memory"] = [forward_memory(model_spec, model_cls, config, device, a)
+                             for a in ("reference", "sdpa")]
+        _print_memory(results["memory"])
+    if "loss" in sections:
+        if corpus:
+            results["loss"] = time_to_loss(model_cls, preset_name, config, corpus, device)
+            _print_loss(results["loss"])
+        else:
+            print("\n4. time to loss: skipped (set BENCH_CORPUS or pass --corpus PATH to "
+                  "Tiny Shakespeare)")
+    path = _save(results, out_dir)
+    print(f"\nresults: {path}")
+    return results
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({os.cpu_count()} cores)"
+
+
+def _save(results: dict, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def _print_train(rows: list[dict]) -> None:
+    print("\n1. training throughput")
+    print(f"   {'attention':<10} {'compile':<8} {'precision':<9} {'tokens/s':>12} {'MFU':>7}")
+    base = rows[0]["tokens_per_s"]
+    for r in rows:
+        m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        speed = f"{r['tokens_per_s']:,.0f}"
+        ratio = r["tokens_per_s"] / base
+        print(f"   {r['attention']:<10} {str(r['compile']):<8} {r['precision']:<9} {speed:>12} "
+              f"{m:>7}  ({ratio:.2f}x)")
+
+
+def _print_generate(rows: list[dict]) -> None:
+    print(f"\n2. generation ({PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens)")
+    for r in rows:
+        label = "with KV cache" if r["kv_cache"] else "full recompute"
+        print(f"   {label:<15} {r['tokens_per_s']:>10,.0f} tokens/s")
+    if len(rows) == 2:
+        print(f"   speed-up        {rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:>10.1f}x")
+
+
+def _print_memory(rows: list[dict]) -> None:
+    print(f"\n3. peak memory of one forward pass, batch 1, length {MEMORY_SEQ_LEN} "
+          f"({rows[0]['method']})")
+    for r in rows:
+        print(f"   {r['attention']:<10} {r['peak_bytes'] / 2**20:>10.1f} MiB")
+
+
+def _print_loss(r: dict) -> None:
+    print(f"\n4. time to validation loss {r['target_val_loss']} ({r['preset']} preset)")
+    if r["reached_s"] is not None:
+        verdict = "within" if r["reached_s"] <= r["budget_s"] else "over"
+        print(f"   reached {r['val_loss']:.4f} at step {r['steps']} after {r['reached_s']:.1f} s "
+              f"({verdict} the {r['budget_s']:.0f} s budget), {r['tokens_per_s']:,.0f} tokens/s")
+    else:
+        print(f"   not reached: val {r['val_loss']:.4f} after {r['steps']} steps, "
+              f"{r['elapsed_s']:.1f} s")
+    if r["mfu"] is not None:
+        print(f"   MFU {100 * r['mfu']:.1f}%")

@@ -1,0 +1,201 @@
+"""Sinusoidal encodings and their shift map, RoPE (interleaved and half-split), ALiBi."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solutions.kernels.positions import (
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    interleaved_to_half_split,
+    inverse_frequencies,
+    rope_cos_sin,
+    rotate_pairs,
+    sinusoidal_shift_matrix,
+    sinusoidal_table,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread costs more than it saves (far more when the
+    machine is busy, as OpenMP threads then wait for each other on every small op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_sinusoidal_table_entries_by_the_formula():
+    pe = sinusoidal_table(50, 16)
+    assert pe.shape == (50, 16)
+    for p in (0, 1, 7, 49):
+        for i in range(8):
+            w = 10000 ** (-2 * i / 16)
+            assert pe[p, 2 * i].item() == pytest.approx(math.sin(p * w), abs=1e-5)
+            assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p * w), abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 17, -5])
+def test_shift_matrix_moves_every_position_by_k(k):
+    d = 32
+    pe = sinusoidal_table(100, d).double()
+    M = sinusoidal_shift_matrix(k, d).double()
+    p = torch.arange(max(0, -k), min(100, 100 - k))
+    torch.testing.assert_close(pe[p] @ M.T, pe[p + k], atol=1e-5, rtol=0)
+
+
+def test_shift_matrix_is_block_diagonal_rotation_and_composes():
+    d = 8
+    M = sinusoidal_shift_matrix(4, d)
+    torch.testing.assert_close(M @ M.T, torch.eye(d), atol=1e-6, rtol=0)  # orthogonal
+    off_block = torch.ones(d, d, dtype=torch.bool)
+    for i in range(d // 2):
+        off_block[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = False
+    assert (M[off_block] == 0).all()
+    torch.testing.assert_close(
+        sinusoidal_shift_matrix(3, d) @ sinusoidal_shift_matrix(4, d),
+        sinusoidal_shift_matrix(7, d),
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+def rope_by_complex_numbers(x: torch.Tensor, positions: torch.Tensor, theta=10000.0):
+    """Independent formula: pair (2i, 2i+1) as x_2i + j x_2i+1, times exp(j * pos * w_i)."""
+    d = x.shape[-1]
+    z = torch.complex(x[..., 0::2].double(), x[..., 1::2].double())
+    w = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    rotated = z * torch.polar(torch.ones_like(w), positions.double()[:, None] * w)
+    return torch.stack((rotated.real, rotated.imag), dim=-1).flatten(-2).to(x.dtype)
+
+
+@pytest.mark.parametrize("head_dim", [2, 8, 64])
+def test_rope_matches_complex_formula(head_dim):
+    x = randn(2, 3, 11, head_dim, seed=head_dim, dtype=torch.float64)
+    positions = torch.tensor([0, 1, 2, 5, 9, 100, 101, 1000, 4095, 7, 3])
+    expected = rope_by_complex_numbers(x, positions)
+    torch.testing.assert_close(apply_rope(x, positions), expected, atol=1e-10, rtol=1e-10)
+    # float32 angles are good to about position * 2^-24 radians.
+    x32 = x.float()
+    torch.testing.assert_close(apply_rope(x32, positions), expected.float(), atol=2e-3, rtol=0)
+    default = rope_by_complex_numbers(x, torch.arange(11))  # positions default to arange
+    torch.testing.assert_close(apply_rope(x), default, atol=1e-10, rtol=1e-10)
+
+
+def test_rope_is_a_rotation_and_position_zero_is_identity():
+    x = randn(4, 16, 32, seed=1)
+    rotated = apply_rope(x, torch.arange(16) * 37)
+    torch.testing.assert_close(rotated.norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(apply_rope(x, torch.zeros(16, dtype=torch.long)), x)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(0, 2000), n=st.integers(0, 2000), shift=st.integers(-500, 500))
+def test_rope_scores_depend_only_on_relative_position(m, n, shift):
+    q, k = randn(1, 1, 16, seed=m % 7).double(), randn(1, 1, 16, seed=100 + n % 5).double()
+    if m + shift < 0 or n + shift < 0:
+        shift = -min(m, n)
+
+    def score(a, b):
+        qa = apply_rope(q, torch.tensor([a]))
+        kb = apply_rope(k, torch.tensor([b]))
+        return (qa * kb).sum().item()
+
+    assert score(m, n) == pytest.approx(score(m + shift, n + shift), abs=1e-9)
+
+
+def test_half_split_is_a_permutation_of_interleaved():
+    d = 16
+    perm = interleaved_to_half_split(d)
+    assert sorted(perm.tolist()) == list(range(d))
+    x = randn(2, 4, 9, d, seed=3)
+    positions = torch.arange(9) * 3
+    interleaved = apply_rope(x, positions)
+    half = apply_rope(x[..., perm], positions, layout="half")
+    torch.testing.assert_close(half, interleaved[..., perm])
+    # ... and genuinely different layouts when applied to the same tensor.
+    assert not torch.allclose(apply_rope(x, positions, layout="half"), interleaved)
+    with pytest.raises(ValueError):
+        apply_rope(x, layout="diagonal")
+
+
+def test_rope_with_batched_positions_and_precomputed_tables():
+    x = randn(2, 3, 5, 8, seed=4)
+    positions = torch.tensor([[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]])
+    out = apply_rope(x, positions)
+    torch.testing.assert_close(out[0], apply_rope(x[0], positions[0]))
+    torch.testing.assert_close(out[1], apply_rope(x[1], positions[1]))
+    cos_sin = rope_cos_sin(positions[1], 8)
+    torch.testing.assert_close(apply_rope(x, cos_sin=cos_sin), apply_rope(x, positions[1]))
+    torch.testing.assert_close(RotaryEmbedding(8)(x, positions[1]), apply_rope(x, positions[1]))
+
+
+def test_rope_theta_changes_the_frequencies():
+    torch.testing.assert_close(inverse_frequencies(4, 100.0), torch.tensor([1.0, 0.1]))
+    x = randn(3, 4, seed=5)
+    assert not torch.allclose(apply_rope(x, theta=100.0), apply_rope(x))
+
+
+def test_alibi_slopes_power_of_two_and_not():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    torch.testing.assert_close(
+        alibi_slopes(4), torch.tensor([2.0 ** -(2 * (i + 1)) for i in range(4)])
+    )
+    # 6 heads: the 4-head slopes, then slopes 1 and 3 of the 8-head sequence (paper's code).
+    expected6 = [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor(expected6))
+    # 12 heads: 8-head slopes, then every other of the 16-head sequence.
+    expected12 = [2 ** -(i + 1) for i in range(8)] + [2 ** (-0.5 * k) for k in (1, 3, 5, 7)]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(expected12))
+    assert alibi_slopes(1).tolist() == [2**-8]
+    for n in range(1, 40):
+        slopes = alibi_slopes(n)
+        assert len(set(slopes.tolist())) == n and (slopes > 0).all() and (slopes < 1).all()
+
+
+def test_alibi_bias_values_and_cache_offset():
+    bias = alibi_bias(4, 5)
+    slopes = alibi_slopes(4)
+    assert bias.shape == (4, 5, 5)
+    for h in range(4):
+        for i in range(5):
+            for j in range(5):
+                assert bias[h, i, j].item() == pytest.approx(-slopes[h].item() * abs(i - j))
+    torch.testing.assert_close(alibi_bias(4, 2, past=3), bias[:, 3:])
+
+
+def test_sinusoidal_module_adds_the_table():
+    module = SinusoidalPositionalEncoding(8, 20)
+    x = torch.zeros(2, 6, 8)
+    torch.testing.assert_close(module(x), sinusoidal_table(6, 8).expand(2, 6, 8))
+    torch.testing.assert_close(
+        module(x, torch.arange(4, 10)), sinusoidal_table(10, 8)[4:].expand(2, 6, 8)
+    )
+    assert list(module.parameters()) == []
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_rope_hand_written_backward_matches_autograd(layout):
+    x = randn(2, 3, 5, 8, seed=13, dtype=torch.float64).requires_grad_()
+    positions = torch.tensor([[0, 3, 4, 9, 100], [7, 1, 2, 2, 50]])
+    assert torch.autograd.gradcheck(lambda x: apply_rope(x, positions, layout=layout), (x,))
+    # ... and equals autograd through the plain formula.
+    cos, sin = rope_cos_sin(positions, 8, dtype=torch.float64)
+    grad_out = randn(2, 3, 5, 8, seed=14, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(apply_rope(x, positions, layout=layout), x, grad_out)
+    plain = rotate_pairs(x, cos[:, None], sin[:, None], layout)
+    (expected,) = torch.autograd.grad(plain, x, grad_out)
+    torch.testing.assert_close(ours, expected)

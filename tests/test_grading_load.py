@@ -1,0 +1,110 @@
+"""A synthetic class of 200 lesson-01 submissions, every one accounted for.
+
+The class mixes correct, partly wrong, blank, malformed and hostile notebooks. Partly
+wrong ones combine mistakes from the mutation table, and most students are given their
+own variant; submissions that are identical after sanitizing (many blanks, many full
+solutions) share one execution, as they would in a real class.
+"""
+
+from __future__ import annotations
+
+import random
+
+import nbformat
+import pytest
+
+from autograder import grading, sandbox
+from tests.mutants.lesson01 import MUTANTS
+from tests.notebooks import load, save, with_cell
+
+LESSON, NB = "01-softmax", "softmax"
+pytestmark = pytest.mark.slow
+SOLUTION = load("solutions", LESSON, NB)
+BLANK = load("course", LESSON, NB)
+HOSTILE = [
+    "import os\nos._exit(0)",
+    "torch.allclose = lambda *a, **k: True",
+    "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)",
+    "from solutions.kernels.softmax import softmax",
+    "print('x' * 3_000_000)",
+]
+
+
+def partly_wrong(rng: random.Random):
+    nb, expected_failures = SOLUTION, set()
+    for name in rng.sample(sorted(MUTANTS), rng.randint(1, 3)):
+        grade_id, _, fails, source = MUTANTS[name]
+        nb = with_cell(nb, grade_id, source)
+        expected_failures |= fails
+    return nb
+
+
+def build_class(root, rng: random.Random) -> dict[str, str]:
+    """Writes 200 submissions; returns student -> the kind of submission."""
+    kinds: dict[str, str] = {}
+    plan = (
+        ["correct"] * 50
+        + ["partly-wrong"] * 70
+        + ["blank"] * 40
+        + ["malformed"] * 20
+        + ["hostile"] * 10
+        + ["wrong-name"] * 5
+        + ["missing"] * 5
+    )
+    rng.shuffle(plan)
+    for i, kind in enumerate(plan):
+        student = f"s{i:03d}"
+        kinds[student] = kind
+        folder = root / "submitted" / student / LESSON
+        folder.mkdir(parents=True)
+        if kind == "correct":
+            save(SOLUTION, folder / f"{NB}.ipynb")
+        elif kind == "partly-wrong":
+            save(partly_wrong(rng), folder / f"{NB}.ipynb")
+        elif kind == "blank":
+            save(BLANK, folder / f"{NB}.ipynb")
+        elif kind == "malformed":
+            junk = rng.choice([b"", b"\x00\xff\xfe", b'{"cells": [', b"[1, 2, 3]", b"null"])
+            (folder / f"{NB}.ipynb").write_bytes(junk)
+        elif kind == "hostile":
+            attack = rng.randrange(len(HOSTILE))
+            kinds[student] = f"hostile-{attack}"
+            cell = nbformat.v4.new_code_cell(HOSTILE[attack])
+            nb = nbformat.from_dict(SOLUTION)
+            nb.cells.insert(rng.randrange(3, len(nb.cells)), cell)
+            save(nb, folder / f"{NB}.ipynb")
+        elif kind == "wrong-name":
+            save(SOLUTION, folder / f"my_{NB}_final.ipynb")
+    return kinds
+
+
+def test_a_class_of_200_is_fully_accounted_for(tmp_path):
+    kinds = build_class(tmp_path, random.Random(2026))
+    settings = grading.Settings(
+        root=tmp_path, limits=sandbox.Limits(cell_timeout_s=15, notebook_timeout_s=240)
+    )
+    results = {
+        r["student"]: r for r in grading.grade(tmp_path, [LESSON], workers=2, settings=settings)
+    }
+    assert set(results) == set(kinds)
+    full = results[next(s for s, k in kinds.items() if k == "correct")]["max_score"]
+    for student, kind in kinds.items():
+        result = results[student]
+        if kind in ("correct", "wrong-name", "hostile-1", "hostile-4"):
+            assert result["score"] == full, (student, result)
+        elif kind == "blank":
+            assert result["score"] == 0
+        elif kind == "partly-wrong":
+            assert result["status"] == "graded" and 0 <= result["score"] < full
+        elif kind == "malformed":
+            assert result["status"] == "unreadable" and result["reason"]
+        elif kind == "missing":
+            assert result["status"] == "missing" and result["reason"]
+        elif kind.startswith("hostile"):
+            assert result["status"] == "graded"
+            if not HOSTILE[int(kind.split("-")[1])].startswith("print"):
+                assert result["findings"], result
+    executed = sum(
+        1 for r in results.values() if r.get("status") == "graded" and not r.get("shared_run")
+    )
+    print(f"\n200 submissions, {executed} distinct executions")
