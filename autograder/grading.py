@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -577,7 +578,10 @@ def _run_jobs(jobs: list[Job], settings: Settings, workers: int):
             except Exception as exc:  # noqa: BLE001 - one bad job must not stop the class
                 yield job, _failed_job(job, settings, exc)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: forking a process whose torch thread pools are running can
+    # deadlock the child on a lock another thread held at the moment of the fork.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(grade_job, job, settings): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]

@@ -51,7 +51,8 @@ def message(shell, tb: types.TracebackType | None) -> list[str] | None:
     where = f" (In [{number}])" if number is not None else ""
     return [
         f"✘ Exercise not written yet: `{name}` still raises NotImplementedError.",
-        f"  Replace `raise NotImplementedError()` in the exercise cell that defines `{name}`{where}",
+        f"  Replace `raise NotImplementedError()` in the exercise cell that defines "
+        f"`{name}`{where}",
         "  with your code, run that cell, then run this one again.",
     ]
 

@@ -12,7 +12,7 @@ import pytest
 from autograder import grading, reports, sandbox
 from autograder.collect import collect
 from tests.mutants.lesson01 import MUTANTS
-from tests.notebooks import load, save, with_cell
+from tests.notebooks import REPO, load, save, with_cell
 
 LESSON, NB = "01-softmax", "softmax"
 pytestmark = pytest.mark.slow
@@ -67,12 +67,10 @@ get_ipython().showtraceback = lambda *a, **k: None
 STEAL_REFERENCE = """
 from solutions.kernels.softmax import softmax
 """
-READ_FILES = """
-import glob, json
-found = glob.glob("/**/lesson01.py", recursive=True) + glob.glob("/**/gradebook.db", recursive=True)
-for path in found:
-    open(path).read()
-src = json.load(open("/work/main/solutions/01-softmax/softmax.ipynb"))
+READ_FILES = f"""
+import json
+src = json.load(open("{REPO / 'solutions' / LESSON / (NB + '.ipynb')}"))
+tests = open("{REPO / 'autograder' / 'exercises' / 'lesson01.py'}").read()
 """
 FAKE_JUDGE = """
 import sys, types
@@ -258,7 +256,7 @@ def test_kernel_exit_scores_what_ran_before(graded):
     assert got["test-online-softmax"] == 0
     assert result["execution"]["kernel_died"]
     assert "uses a risky function" in kinds(result)
-    assert "kernel died" in json.dumps(result["cells"]["test-online-softmax"])
+    assert "kernel had died" in json.dumps(result["cells"]["test-online-softmax"])
 
 
 def test_hang_is_cut_off_and_the_rest_graded(graded):

@@ -69,8 +69,11 @@ def _names_used(code: types.CodeType) -> set[str]:
 def reached_by(ns: dict, source: str) -> set[str]:
     """Names of the notebook's functions that run code from `source` (directly or by a call)."""
     reached = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
-    functions = {name: f for name, f in ns.items()
-                 if isinstance(f, types.FunctionType) and f.__globals__ is ns}
+    functions = {
+        name: f
+        for name, f in ns.items()
+        if isinstance(f, types.FunctionType) and f.__globals__ is ns
+    }
     while True:
         more = {name for name, f in functions.items() if _names_used(f.__code__) & reached}
         if more <= reached:

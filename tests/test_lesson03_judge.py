@@ -67,8 +67,11 @@ def _names_used(code: types.CodeType) -> set[str]:
 def reached_by(ns: dict, source: str) -> set[str]:
     """Names of the notebook's functions that run code from `source` (directly or by a call)."""
     reached = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
-    functions = {name: f for name, f in ns.items()
-                 if isinstance(f, types.FunctionType) and f.__globals__ is ns}
+    functions = {
+        name: f
+        for name, f in ns.items()
+        if isinstance(f, types.FunctionType) and f.__globals__ is ns
+    }
     while True:
         more = {name for name, f in functions.items() if _names_used(f.__code__) & reached}
         if more <= reached:
@@ -93,8 +96,12 @@ def test_every_exercise_is_covered_by_a_mutant():
 
 
 def test_the_mistakes_the_issue_names_are_in_the_table():
-    for name in ["causal-off-by-one-diagonal", "minus-inf-fill-nan-rows", "mask-after-softmax",
-                 "inverted-mask"]:
+    for name in [
+        "causal-off-by-one-diagonal",
+        "minus-inf-fill-nan-rows",
+        "mask-after-softmax",
+        "inverted-mask",
+    ]:
         assert name in MUTANTS
 
 
@@ -113,8 +120,9 @@ def test_leak_test_subjects_are_passed_by_name_and_split_into_causal_and_leaky()
 
 
 def test_empty_rows_are_zero_in_the_reference_and_nan_in_the_naive_fill():
-    verdict = grade(f"{LESSON}/masked-softmax",
-                    lambda s, m: torch.softmax(s.masked_fill(~m, float("-inf")), -1))
+    verdict = grade(
+        f"{LESSON}/masked-softmax", lambda s, m: torch.softmax(s.masked_fill(~m, float("-inf")), -1)
+    )
     assert not verdict.passed
     assert any("NaN" in p.message for p in verdict.probes if not p.passed)
 

@@ -23,19 +23,23 @@ D_K = sp.Symbol("d_k", positive=True, integer=True)
 # The ATen operators PyTorch's fused attention reaches, on every backend. Its "math" fallback
 # (taken on CPU e.g. when d_v != d_k) decomposes into ordinary matmuls and `_safe_softmax`, an
 # internal operator that `torch.softmax` never reaches, so that one gives the fallback away.
-SDPA_OPS = frozenset({
-    "_safe_softmax",
-    "scaled_dot_product_attention",
-    "_scaled_dot_product_attention_math",
-    "_scaled_dot_product_attention_math_for_mps",
-    "_scaled_dot_product_flash_attention",
-    "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_cudnn_attention",
-    "_scaled_dot_product_fused_attention_overrideable",
-})
-SDPA_HINT = ("Write it as matmul -> scale -> mask -> softmax -> matmul; "
-             "F.scaled_dot_product_attention is what the checks compare against.")
+SDPA_OPS = frozenset(
+    {
+        "_safe_softmax",
+        "scaled_dot_product_attention",
+        "_scaled_dot_product_attention_math",
+        "_scaled_dot_product_attention_math_for_mps",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+    }
+)
+SDPA_HINT = (
+    "Write it as matmul -> scale -> mask -> softmax -> matmul; "
+    "F.scaled_dot_product_attention is what the checks compare against."
+)
 
 F32 = dict(atol=1e-5, rtol=1e-4)
 F64 = dict(atol=1e-10, rtol=1e-8)
@@ -95,8 +99,7 @@ def logit_variances():
 
 def dot_variance_probes(g: torch.Generator) -> list[Probe]:
     return [
-        Probe(f"n = {n}: Var(q.k) for {n} term(s)", (n,),
-              expected=n * SIGMA_Q**2 * SIGMA_K**2)
+        Probe(f"n = {n}: Var(q.k) for {n} term(s)", (n,), expected=n * SIGMA_Q**2 * SIGMA_K**2)
         for n in (1, 2, 3, 5, 8)
     ]
 
@@ -104,13 +107,17 @@ def dot_variance_probes(g: torch.Generator) -> list[Probe]:
 def closed_form_probes(g: torch.Generator) -> list[Probe]:
     raw = D_K * SIGMA_Q**2 * SIGMA_K**2
     return [
-        Probe("(Var(q.k), Var(q.k/sqrt(d_k)), Var(q.k/d_k)) in d_k, sigma_q, sigma_k", (),
-              expected=(raw, SIGMA_Q**2 * SIGMA_K**2, SIGMA_Q**2 * SIGMA_K**2 / D_K)),
+        Probe(
+            "(Var(q.k), Var(q.k/sqrt(d_k)), Var(q.k/d_k)) in d_k, sigma_q, sigma_k",
+            (),
+            expected=(raw, SIGMA_Q**2 * SIGMA_K**2, SIGMA_Q**2 * SIGMA_K**2 / D_K),
+        ),
     ]
 
 
-def monte_carlo_variance(d_k: int, n_samples: int, sigma_q: float = 1.0, sigma_k: float = 1.0,
-                         seed: int = 0) -> float:
+def monte_carlo_variance(
+    d_k: int, n_samples: int, sigma_q: float = 1.0, sigma_k: float = 1.0, seed: int = 0
+) -> float:
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(n_samples, d_k, generator=g, dtype=torch.float64) * sigma_q
     k = torch.randn(n_samples, d_k, generator=g, dtype=torch.float64) * sigma_k
@@ -118,16 +125,27 @@ def monte_carlo_variance(d_k: int, n_samples: int, sigma_q: float = 1.0, sigma_k
 
 
 def monte_carlo_probes(g: torch.Generator) -> list[Probe]:
-    cases = [(1, 200_000, 1.0, 1.0), (4, 100_000, 2.0, 1.5), (16, 50_000, 1.0, 1.0),
-             (64, 20_000, 0.5, 3.0), (128, 20_000, 1.0, 1.0)]
+    cases = [
+        (1, 200_000, 1.0, 1.0),
+        (4, 100_000, 2.0, 1.5),
+        (16, 50_000, 1.0, 1.0),
+        (64, 20_000, 0.5, 3.0),
+        (128, 20_000, 1.0, 1.0),
+    ]
     probes = []
     for d, n, sq, sk in cases:
         seed = int(torch.randint(0, 2**31 - 1, (), generator=g))
-        probes.append(Probe(
-            f"d_k = {d}, {n} samples, sigma_q = {sq}, sigma_k = {sk}: within "
-            f"{MC_TOLERANCE:.0%} of d_k sigma_q^2 sigma_k^2 = {d * sq**2 * sk**2:g}",
-            (d, n, sq, sk, seed), expected=float(d * sq**2 * sk**2),
-            atol=0.0, rtol=MC_TOLERANCE, check_dtype=False))
+        probes.append(
+            Probe(
+                f"d_k = {d}, {n} samples, sigma_q = {sq}, sigma_k = {sk}: within "
+                f"{MC_TOLERANCE:.0%} of d_k sigma_q^2 sigma_k^2 = {d * sq**2 * sk**2:g}",
+                (d, n, sq, sk, seed),
+                expected=float(d * sq**2 * sk**2),
+                atol=0.0,
+                rtol=MC_TOLERANCE,
+                check_dtype=False,
+            )
+        )
     return probes
 
 
@@ -140,44 +158,85 @@ def attention_weights(q, k, mask=None, scale=None):
 
 def attention_weights_probes(g: torch.Generator) -> list[Probe]:
     return [
-        Probe("3-D (batch, T, d) = (2, 5, 8), default scale 1/sqrt(8)",
-              (_randn(g, 2, 5, 8), _randn(g, 2, 5, 8)), **F32),
-        Probe("4-D (batch, heads, T, d_head) = (2, 4, 6, 16): the scale is 1/sqrt(d_head)",
-              (_randn(g, 2, 4, 6, 16), _randn(g, 2, 4, 6, 16)), **F32),
-        Probe("3 queries, 7 keys: weights of shape (..., 3, 7)",
-              (_randn(g, 1, 2, 3, 32), _randn(g, 1, 2, 7, 32)), **F32),
-        Probe("explicit scale=0.3 replaces 1/sqrt(d_k)",
-              (_randn(g, 2, 4, 8), _randn(g, 2, 6, 8)), {"scale": 0.3}, **F32),
-        Probe("mask (T_q, T_k) broadcast over batch and heads: rows still sum to 1",
-              (_randn(g, 2, 3, 5, 16), _randn(g, 2, 3, 6, 16)), {"mask": _mask(g, 5, 6)}, **F32),
-        Probe("padding-style mask (batch, 1, 1, T_k)",
-              (_randn(g, 2, 2, 4, 8), _randn(g, 2, 2, 5, 8)), {"mask": _mask(g, 2, 1, 1, 5)},
-              **F32),
-        Probe("float64, d_k = 256 (large logits)",
-              (_randn(g, 6, 256, dtype=torch.float64), _randn(g, 9, 256, dtype=torch.float64)),
-              **F64),
-        Probe("gradient with respect to q, with a mask",
-              (_randn(g, 2, 4, 8, dtype=torch.float64), _randn(g, 2, 5, 8, dtype=torch.float64)),
-              {"mask": _mask(g, 4, 5)}, call="grad", grad_weight_seed=5, **F64),
+        Probe(
+            "3-D (batch, T, d) = (2, 5, 8), default scale 1/sqrt(8)",
+            (_randn(g, 2, 5, 8), _randn(g, 2, 5, 8)),
+            **F32,
+        ),
+        Probe(
+            "4-D (batch, heads, T, d_head) = (2, 4, 6, 16): the scale is 1/sqrt(d_head)",
+            (_randn(g, 2, 4, 6, 16), _randn(g, 2, 4, 6, 16)),
+            **F32,
+        ),
+        Probe(
+            "3 queries, 7 keys: weights of shape (..., 3, 7)",
+            (_randn(g, 1, 2, 3, 32), _randn(g, 1, 2, 7, 32)),
+            **F32,
+        ),
+        Probe(
+            "explicit scale=0.3 replaces 1/sqrt(d_k)",
+            (_randn(g, 2, 4, 8), _randn(g, 2, 6, 8)),
+            {"scale": 0.3},
+            **F32,
+        ),
+        Probe(
+            "mask (T_q, T_k) broadcast over batch and heads: rows still sum to 1",
+            (_randn(g, 2, 3, 5, 16), _randn(g, 2, 3, 6, 16)),
+            {"mask": _mask(g, 5, 6)},
+            **F32,
+        ),
+        Probe(
+            "padding-style mask (batch, 1, 1, T_k)",
+            (_randn(g, 2, 2, 4, 8), _randn(g, 2, 2, 5, 8)),
+            {"mask": _mask(g, 2, 1, 1, 5)},
+            **F32,
+        ),
+        Probe(
+            "float64, d_k = 256 (large logits)",
+            (_randn(g, 6, 256, dtype=torch.float64), _randn(g, 9, 256, dtype=torch.float64)),
+            **F64,
+        ),
+        Probe(
+            "gradient with respect to q, with a mask",
+            (_randn(g, 2, 4, 8, dtype=torch.float64), _randn(g, 2, 5, 8, dtype=torch.float64)),
+            {"mask": _mask(g, 4, 5)},
+            call="grad",
+            grad_weight_seed=5,
+            **F64,
+        ),
     ]
 
 
 def sdpa_probes(g: torch.Generator) -> list[Probe]:
     def qkv(*lead: int, tq: int, tk: int, d: int, dv: int, dtype=torch.float32):
-        return (_randn(g, *lead, tq, d, dtype=dtype), _randn(g, *lead, tk, d, dtype=dtype),
-                _randn(g, *lead, tk, dv, dtype=dtype))
+        return (
+            _randn(g, *lead, tq, d, dtype=dtype),
+            _randn(g, *lead, tk, d, dtype=dtype),
+            _randn(g, *lead, tk, dv, dtype=dtype),
+        )
 
     return [
         Probe("3-D inputs (batch, T, d) = (2, 6, 8)", qkv(2, tq=6, tk=6, d=8, dv=8), **F32),
-        Probe("4-D inputs (batch, heads, T, d_head) = (2, 4, 5, 16)",
-              qkv(2, 4, tq=5, tk=5, d=16, dv=16), **F32),
-        Probe("4 queries, 9 keys, d_v = 3 != d_k = 8: output (..., 4, 3)",
-              qkv(3, 2, tq=4, tk=9, d=8, dv=3), **F32),
+        Probe(
+            "4-D inputs (batch, heads, T, d_head) = (2, 4, 5, 16)",
+            qkv(2, 4, tq=5, tk=5, d=16, dv=16),
+            **F32,
+        ),
+        Probe(
+            "4 queries, 9 keys, d_v = 3 != d_k = 8: output (..., 4, 3)",
+            qkv(3, 2, tq=4, tk=9, d=8, dv=3),
+            **F32,
+        ),
         Probe("no batch dimension: (T, d)", qkv(tq=7, tk=5, d=12, dv=6), **F32),
         Probe("explicit scale=1.0", qkv(2, tq=3, tk=4, d=16, dv=5), {"scale": 1.0}, **F32),
         Probe("d_k = 128 in float64", qkv(2, tq=4, tk=6, d=128, dv=4, dtype=torch.float64), **F64),
-        Probe("gradient with respect to q", qkv(2, 2, tq=3, tk=5, d=8, dv=4, dtype=torch.float64),
-              call="grad", grad_weight_seed=6, **F64),
+        Probe(
+            "gradient with respect to q",
+            qkv(2, 2, tq=3, tk=5, d=8, dv=4, dtype=torch.float64),
+            call="grad",
+            grad_weight_seed=6,
+            **F64,
+        ),
     ]
 
 
@@ -185,23 +244,51 @@ def sdpa_mask_probes(g: torch.Generator) -> list[Probe]:
     q, k, v = _randn(g, 2, 3, 5, 8), _randn(g, 2, 3, 7, 8), _randn(g, 2, 3, 7, 4)
     one_key = torch.nn.functional.one_hot(torch.randint(0, 7, (5,), generator=g), 7).bool()
     return [
-        Probe("mask (T_q, T_k) = (5, 7) broadcast over batch and heads", (q, k, v),
-              {"mask": _mask(g, 5, 7)}, **F32),
-        Probe("padding-style mask (batch, 1, 1, T_k)", (q, k, v), {"mask": _mask(g, 2, 1, 1, 7)},
-              **F32),
-        Probe("a full mask (batch, heads, T_q, T_k)", (q, k, v), {"mask": _mask(g, 2, 3, 5, 7)},
-              **F32),
-        Probe("each query may see one key only: its output is that key's value", (q, k, v),
-              {"mask": one_key}, **F32),
-        Probe("an all-True mask changes nothing", (q, k, v),
-              {"mask": torch.ones(5, 7, dtype=torch.bool)}, **F32),
-        Probe("3-D inputs with a mask and scale=0.5",
-              (_randn(g, 2, 4, 6), _randn(g, 2, 6, 6), _randn(g, 2, 6, 6)),
-              {"mask": _mask(g, 2, 4, 6), "scale": 0.5}, **F32),
-        Probe("gradient with respect to q, with a mask",
-              (_randn(g, 2, 4, 8, dtype=torch.float64), _randn(g, 2, 6, 8, dtype=torch.float64),
-               _randn(g, 2, 6, 3, dtype=torch.float64)), {"mask": _mask(g, 4, 6)},
-              call="grad", grad_weight_seed=7, **F64),
+        Probe(
+            "mask (T_q, T_k) = (5, 7) broadcast over batch and heads",
+            (q, k, v),
+            {"mask": _mask(g, 5, 7)},
+            **F32,
+        ),
+        Probe(
+            "padding-style mask (batch, 1, 1, T_k)",
+            (q, k, v),
+            {"mask": _mask(g, 2, 1, 1, 7)},
+            **F32,
+        ),
+        Probe(
+            "a full mask (batch, heads, T_q, T_k)", (q, k, v), {"mask": _mask(g, 2, 3, 5, 7)}, **F32
+        ),
+        Probe(
+            "each query may see one key only: its output is that key's value",
+            (q, k, v),
+            {"mask": one_key},
+            **F32,
+        ),
+        Probe(
+            "an all-True mask changes nothing",
+            (q, k, v),
+            {"mask": torch.ones(5, 7, dtype=torch.bool)},
+            **F32,
+        ),
+        Probe(
+            "3-D inputs with a mask and scale=0.5",
+            (_randn(g, 2, 4, 6), _randn(g, 2, 6, 6), _randn(g, 2, 6, 6)),
+            {"mask": _mask(g, 2, 4, 6), "scale": 0.5},
+            **F32,
+        ),
+        Probe(
+            "gradient with respect to q, with a mask",
+            (
+                _randn(g, 2, 4, 8, dtype=torch.float64),
+                _randn(g, 2, 6, 8, dtype=torch.float64),
+                _randn(g, 2, 6, 3, dtype=torch.float64),
+            ),
+            {"mask": _mask(g, 4, 6)},
+            call="grad",
+            grad_weight_seed=7,
+            **F64,
+        ),
     ]
 
 
@@ -216,8 +303,9 @@ def entropy_probes(g: torch.Generator) -> list[Probe]:
         Probe("attention rows, shape (4, 10)", (soft(4, 10),), **F32),
         Probe("rows with masked (exactly 0) weights: 0 log 0 = 0", (with_zeros,), **F32),
         Probe("one-hot rows have entropy 0", (one_hot,), **F32),
-        Probe("uniform rows over 16 keys have entropy log 16", (torch.full((3, 16), 1 / 16),),
-              **F32),
+        Probe(
+            "uniform rows over 16 keys have entropy log 16", (torch.full((3, 16), 1 / 16),), **F32
+        ),
         Probe("4-D weights (batch, heads, T_q, T_k) = (2, 3, 4, 5)", (soft(2, 3, 4, 5),), **F32),
         Probe("float64", (soft(3, 7, dtype=torch.float64),), **F64),
     ]
@@ -226,11 +314,13 @@ def entropy_probes(g: torch.Generator) -> list[Probe]:
 def scaling_experiment(q, k, scale):
     p = K.masked_softmax((q @ k.transpose(-2, -1)) * scale)
     jacobian = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
-    return torch.stack([
-        p.amax(-1).mean(),
-        K.attention_entropy(p).mean(),
-        torch.linalg.matrix_norm(jacobian).mean(),
-    ])
+    return torch.stack(
+        [
+            p.amax(-1).mean(),
+            K.attention_entropy(p).mean(),
+            torch.linalg.matrix_norm(jacobian).mean(),
+        ]
+    )
 
 
 def scaling_probes(g: torch.Generator) -> list[Probe]:
@@ -242,34 +332,82 @@ def scaling_probes(g: torch.Generator) -> list[Probe]:
         Probe("d_k = 64, unscaled (scale 1): saturated rows", (*qk(24, 16, 64), 1.0), **F32),
         Probe("d_k = 64, scale 1/d_k: nearly uniform rows", (*qk(24, 16, 64), 1 / 64), **F32),
         Probe("scale 0: exactly uniform rows", (*qk(8, 10, 4), 0.0), **F32),
-        Probe("d_k = 256 in float64, scale 1/sqrt(d_k)",
-              (*qk(16, 12, 256, dtype=torch.float64), 1 / 16), **F64),
+        Probe(
+            "d_k = 256 in float64, scale 1/sqrt(d_k)",
+            (*qk(16, 12, 256, dtype=torch.float64), 1 / 16),
+            **F64,
+        ),
         Probe("d_k = 2, scale 3.0", (*qk(40, 30, 2), 3.0), **F32),
     ]
 
 
 EXERCISES = [
-    Exercise(f"{LESSON}/dot-variance", "Var(q.k) for n terms, by expectation algebra",
-             "dot_product_variance", dot_product_variance, dot_variance_probes),
-    Exercise(f"{LESSON}/closed-forms", "the variance of raw and scaled logits",
-             "logit_variances", logit_variances, closed_form_probes),
-    Exercise(f"{LESSON}/monte-carlo", "Monte Carlo estimate of Var(q.k)",
-             "monte_carlo_variance", monte_carlo_variance, monte_carlo_probes),
-    Exercise(f"{LESSON}/attention-weights", "attention weights (rows sum to 1, with a mask)",
-             "attention_weights", attention_weights, attention_weights_probes, SDPA_OPS,
-             SDPA_HINT),
-    Exercise(f"{LESSON}/sdpa-shapes", "scaled dot-product attention: 3-D, 4-D, T_q != T_k",
-             "scaled_dot_product_attention",
-             lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
-                 q, k, v, mask=mask, scale=scale),
-             sdpa_probes, SDPA_OPS, SDPA_HINT),
-    Exercise(f"{LESSON}/sdpa-mask", "scaled dot-product attention with a boolean mask",
-             "scaled_dot_product_attention",
-             lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
-                 q, k, v, mask=mask, scale=scale),
-             sdpa_mask_probes, SDPA_OPS, SDPA_HINT),
-    Exercise(f"{LESSON}/entropy", "entropy of attention rows", "attention_entropy",
-             K.attention_entropy, entropy_probes),
-    Exercise(f"{LESSON}/scaling-experiment", "saturation, entropy and gradient size",
-             "scaling_experiment", scaling_experiment, scaling_probes, SDPA_OPS, SDPA_HINT),
+    Exercise(
+        f"{LESSON}/dot-variance",
+        "Var(q.k) for n terms, by expectation algebra",
+        "dot_product_variance",
+        dot_product_variance,
+        dot_variance_probes,
+    ),
+    Exercise(
+        f"{LESSON}/closed-forms",
+        "the variance of raw and scaled logits",
+        "logit_variances",
+        logit_variances,
+        closed_form_probes,
+    ),
+    Exercise(
+        f"{LESSON}/monte-carlo",
+        "Monte Carlo estimate of Var(q.k)",
+        "monte_carlo_variance",
+        monte_carlo_variance,
+        monte_carlo_probes,
+    ),
+    Exercise(
+        f"{LESSON}/attention-weights",
+        "attention weights (rows sum to 1, with a mask)",
+        "attention_weights",
+        attention_weights,
+        attention_weights_probes,
+        SDPA_OPS,
+        SDPA_HINT,
+    ),
+    Exercise(
+        f"{LESSON}/sdpa-shapes",
+        "scaled dot-product attention: 3-D, 4-D, T_q != T_k",
+        "scaled_dot_product_attention",
+        lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
+            q, k, v, mask=mask, scale=scale
+        ),
+        sdpa_probes,
+        SDPA_OPS,
+        SDPA_HINT,
+    ),
+    Exercise(
+        f"{LESSON}/sdpa-mask",
+        "scaled dot-product attention with a boolean mask",
+        "scaled_dot_product_attention",
+        lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
+            q, k, v, mask=mask, scale=scale
+        ),
+        sdpa_mask_probes,
+        SDPA_OPS,
+        SDPA_HINT,
+    ),
+    Exercise(
+        f"{LESSON}/entropy",
+        "entropy of attention rows",
+        "attention_entropy",
+        K.attention_entropy,
+        entropy_probes,
+    ),
+    Exercise(
+        f"{LESSON}/scaling-experiment",
+        "saturation, entropy and gradient size",
+        "scaling_experiment",
+        scaling_experiment,
+        scaling_probes,
+        SDPA_OPS,
+        SDPA_HINT,
+    ),
 ]

@@ -28,8 +28,12 @@ PERTURBATION = 1.0
 CHANGED_ATOL = 1e-6
 
 CAUSAL_LAYERS = ["causal_self_attention", "causal_running_mean", "position_wise_mlp"]
-LEAKY_LAYERS = ["bidirectional_self_attention", "peeking_self_attention",
-                "sequence_normalised_attention", "last_token_broadcast"]
+LEAKY_LAYERS = [
+    "bidirectional_self_attention",
+    "peeking_self_attention",
+    "sequence_normalised_attention",
+    "last_token_broadcast",
+]
 
 
 def _layer(name: str) -> Fn:
@@ -54,9 +58,13 @@ def causal_tril_probes(g: torch.Generator) -> list[Probe]:
 def causal_probes(g: torch.Generator) -> list[Probe]:
     cases = [(4, 0), (7, 0), (1, 5), (3, 5), (4, 2), (6, 10)]
     return [
-        Probe(f"seq_len = {t}, past = {p}: shape ({t}, {p + t})"
-              + (", the diagonal included" if p == 0 else ", queries at positions "
-                 f"{p}..{p + t - 1}"), (t,), {"past": p} if p else {}, **EXACT)
+        Probe(
+            f"seq_len = {t}, past = {p}: shape ({t}, {p + t})"
+            + (", the diagonal included" if p == 0 else f", queries at positions {p}..{p + t - 1}"),
+            (t,),
+            {"past": p} if p else {},
+            **EXACT,
+        )
         for t, p in cases
     ]
 
@@ -64,9 +72,13 @@ def causal_probes(g: torch.Generator) -> list[Probe]:
 def sliding_probes(g: torch.Generator) -> list[Probe]:
     cases = [(6, 3, 0), (5, 1, 0), (4, 10, 0), (8, 4, 0), (3, 2, 4), (2, 3, 6)]
     return [
-        Probe(f"seq_len = {t}, window = {w}, past = {p}"
-              + (" (wider than the sequence: plain causal)" if w >= t + p else ""),
-              (t, w), {"past": p} if p else {}, **EXACT)
+        Probe(
+            f"seq_len = {t}, window = {w}, past = {p}"
+            + (" (wider than the sequence: plain causal)" if w >= t + p else ""),
+            (t, w),
+            {"past": p} if p else {},
+            **EXACT,
+        )
         for t, w, p in cases
     ]
 
@@ -74,12 +86,17 @@ def sliding_probes(g: torch.Generator) -> list[Probe]:
 def padding_probes(g: torch.Generator) -> list[Probe]:
     return [
         Probe("lengths [3, 5, 1] (a list), max_len from the longest", ([3, 5, 1],), **EXACT),
-        Probe("lengths tensor([2, 4]), max_len = 6", (torch.tensor([2, 4]),), {"max_len": 6},
-              **EXACT),
+        Probe(
+            "lengths tensor([2, 4]), max_len = 6", (torch.tensor([2, 4]),), {"max_len": 6}, **EXACT
+        ),
         Probe("one full-length sequence", (torch.tensor([4]),), {"max_len": 4}, **EXACT),
         Probe("an empty sequence (length 0) among others", (torch.tensor([0, 2, 3]),), **EXACT),
-        Probe("8 random lengths, max_len = 10",
-              (torch.randint(1, 11, (8,), generator=g),), {"max_len": 10}, **EXACT),
+        Probe(
+            "8 random lengths, max_len = 10",
+            (torch.randint(1, 11, (8,), generator=g),),
+            {"max_len": 10},
+            **EXACT,
+        ),
     ]
 
 
@@ -87,12 +104,10 @@ def combine_probes(g: torch.Generator) -> list[Probe]:
     causal = M.causal_mask(5)
     padding = M.padding_mask(torch.tensor([5, 3]), 5)
     return [
-        Probe("causal (5, 5) and padding (2, 1, 1, 5) -> (2, 1, 5, 5)", (causal, padding),
-              **EXACT),
+        Probe("causal (5, 5) and padding (2, 1, 1, 5) -> (2, 1, 5, 5)", (causal, padding), **EXACT),
         Probe("None means no restriction", (causal, None, padding), **EXACT),
         Probe("a single mask comes back unchanged", (_mask(g, 3, 4),), **EXACT),
-        Probe("three random masks", (_mask(g, 2, 4, 4), _mask(g, 4, 4), _mask(g, 1, 4)),
-              **EXACT),
+        Probe("three random masks", (_mask(g, 2, 4, 4), _mask(g, 4, 4), _mask(g, 1, 4)), **EXACT),
         Probe("None first", (None, _mask(g, 3, 3)), **EXACT),
     ]
 
@@ -111,21 +126,40 @@ def masked_softmax_probes(g: torch.Generator) -> list[Probe]:
     some[..., 0] = True
     return [
         Probe("float32, every row may see something", (_randn(g, 2, 5, 6, scale=3), some), **F32),
-        Probe("float32 with rows that may attend to nothing: all zeros, no NaN",
-              (_randn(g, 6, 7), _with_empty_rows(_mask(g, 6, 7), [1, 4])), **F32),
-        Probe("float16 with rows that may attend to nothing (keep float16)",
-              (_randn(g, 2, 5, 8, scale=4, dtype=torch.float16),
-               _with_empty_rows(_mask(g, 5, 8), [0, 3])), **F16),
-        Probe("float16 scores around -3e4: a fill of -1e4 is not 'minus infinity' there",
-              ((_randn(g, 4, 6, scale=1e3) - 3e4).half(),
-               _with_empty_rows(_mask(g, 4, 6) | torch.eye(4, 6, dtype=torch.bool), [2])),
-              **F16),
+        Probe(
+            "float32 with rows that may attend to nothing: all zeros, no NaN",
+            (_randn(g, 6, 7), _with_empty_rows(_mask(g, 6, 7), [1, 4])),
+            **F32,
+        ),
+        Probe(
+            "float16 with rows that may attend to nothing (keep float16)",
+            (
+                _randn(g, 2, 5, 8, scale=4, dtype=torch.float16),
+                _with_empty_rows(_mask(g, 5, 8), [0, 3]),
+            ),
+            **F16,
+        ),
+        Probe(
+            "float16 scores around -3e4: a fill of -1e4 is not 'minus infinity' there",
+            (
+                (_randn(g, 4, 6, scale=1e3) - 3e4).half(),
+                _with_empty_rows(_mask(g, 4, 6) | torch.eye(4, 6, dtype=torch.bool), [2]),
+            ),
+            **F16,
+        ),
         Probe("everything masked", (_randn(g, 3, 4), torch.zeros(3, 4, dtype=torch.bool)), **F32),
-        Probe("mask (T_k,) broadcast over the rows",
-              (_randn(g, 3, 5), torch.tensor([True, False, True, True, False])), **F32),
-        Probe("gradient is finite (zero) for rows that may attend to nothing",
-              (_randn(g, 4, 5, dtype=torch.float64), _with_empty_rows(_mask(g, 4, 5), [2])),
-              call="grad", grad_weight_seed=8, **F64),
+        Probe(
+            "mask (T_k,) broadcast over the rows",
+            (_randn(g, 3, 5), torch.tensor([True, False, True, True, False])),
+            **F32,
+        ),
+        Probe(
+            "gradient is finite (zero) for rows that may attend to nothing",
+            (_randn(g, 4, 5, dtype=torch.float64), _with_empty_rows(_mask(g, 4, 5), [2])),
+            call="grad",
+            grad_weight_seed=8,
+            **F64,
+        ),
     ]
 
 
@@ -136,20 +170,39 @@ def attention_probes(g: torch.Generator) -> list[Probe]:
     left_padded = M.combine_masks(M.causal_mask(6), M.padding_mask([6, 4, 2], 6, side="left"))
     return [
         Probe("no mask", qkv(2, 2, 5, 8), **F32),
-        Probe("causal mask (6, 6), 4-D inputs", qkv(2, 3, 6, 8), {"mask": M.causal_mask(6)},
-              **F32),
-        Probe("causal + left padding: padded queries may attend to nothing -> zero rows",
-              qkv(3, 2, 6, 8), {"mask": left_padded}, **F32),
-        Probe("float16, causal + left padding", qkv(3, 2, 6, 8, dtype=torch.float16),
-              {"mask": left_padded}, **F16),
-        Probe("two new queries after four cached keys (offset causal mask)",
-              (_randn(g, 1, 2, 2, 8), _randn(g, 1, 2, 6, 8), _randn(g, 1, 2, 6, 4)),
-              {"mask": M.causal_mask(2, past=4)}, **F32),
-        Probe("3-D inputs, random mask with empty rows",
-              qkv(2, 5, 4), {"mask": _with_empty_rows(_mask(g, 2, 5, 5), [3])}, **F32),
-        Probe("gradient with respect to q with empty rows is finite",
-              qkv(3, 1, 6, 4, dtype=torch.float64), {"mask": left_padded}, call="grad",
-              grad_weight_seed=9, **F64),
+        Probe("causal mask (6, 6), 4-D inputs", qkv(2, 3, 6, 8), {"mask": M.causal_mask(6)}, **F32),
+        Probe(
+            "causal + left padding: padded queries may attend to nothing -> zero rows",
+            qkv(3, 2, 6, 8),
+            {"mask": left_padded},
+            **F32,
+        ),
+        Probe(
+            "float16, causal + left padding",
+            qkv(3, 2, 6, 8, dtype=torch.float16),
+            {"mask": left_padded},
+            **F16,
+        ),
+        Probe(
+            "two new queries after four cached keys (offset causal mask)",
+            (_randn(g, 1, 2, 2, 8), _randn(g, 1, 2, 6, 8), _randn(g, 1, 2, 6, 4)),
+            {"mask": M.causal_mask(2, past=4)},
+            **F32,
+        ),
+        Probe(
+            "3-D inputs, random mask with empty rows",
+            qkv(2, 5, 4),
+            {"mask": _with_empty_rows(_mask(g, 2, 5, 5), [3])},
+            **F32,
+        ),
+        Probe(
+            "gradient with respect to q with empty rows is finite",
+            qkv(3, 1, 6, 4, dtype=torch.float64),
+            {"mask": left_padded},
+            call="grad",
+            grad_weight_seed=9,
+            **F64,
+        ),
     ]
 
 
@@ -170,42 +223,93 @@ def leaks_future(layer, x):
 
 
 def changed_positions_probes(g: torch.Generator) -> list[Probe]:
-    cases = [("causal_self_attention", 3), ("causal_self_attention", 0),
-             ("causal_running_mean", 6), ("position_wise_mlp", 2),
-             ("bidirectional_self_attention", 4), ("peeking_self_attention", 2),
-             ("sequence_normalised_attention", 5), ("last_token_broadcast", 6)]
-    return [Probe(f"{name}, perturbing token {t} of 7", (_layer(name), _randn(g, 2, 7, 8), t),
-                  **EXACT) for name, t in cases]
+    cases = [
+        ("causal_self_attention", 3),
+        ("causal_self_attention", 0),
+        ("causal_running_mean", 6),
+        ("position_wise_mlp", 2),
+        ("bidirectional_self_attention", 4),
+        ("peeking_self_attention", 2),
+        ("sequence_normalised_attention", 5),
+        ("last_token_broadcast", 6),
+    ]
+    return [
+        Probe(f"{name}, perturbing token {t} of 7", (_layer(name), _randn(g, 2, 7, 8), t), **EXACT)
+        for name, t in cases
+    ]
 
 
 def leak_probes(g: torch.Generator) -> list[Probe]:
     return [
-        Probe(f"{name} ({'leaks' if name in LEAKY_LAYERS else 'causal'})",
-              (_layer(name), _randn(g, 2, 6, 8)), **EXACT)
+        Probe(
+            f"{name} ({'leaks' if name in LEAKY_LAYERS else 'causal'})",
+            (_layer(name), _randn(g, 2, 6, 8)),
+            **EXACT,
+        )
         for name in CAUSAL_LAYERS + LEAKY_LAYERS
     ]
 
 
 EXERCISES = [
-    Exercise(f"{LESSON}/causal-tril", "causal mask with torch.tril", "causal_mask_tril",
-             lambda seq_len: M.causal_mask(seq_len), causal_tril_probes),
-    Exercise(f"{LESSON}/causal-mask", "causal mask by position comparison, with an offset",
-             "causal_mask", lambda seq_len, past=0: M.causal_mask(seq_len, past), causal_probes),
-    Exercise(f"{LESSON}/sliding-window", "sliding-window causal mask", "sliding_window_mask",
-             lambda seq_len, window, past=0: M.sliding_window_mask(seq_len, window, past),
-             sliding_probes),
-    Exercise(f"{LESSON}/padding-mask", "padding mask from sequence lengths", "padding_mask",
-             lambda lengths, max_len=None: M.padding_mask(lengths, max_len), padding_probes),
-    Exercise(f"{LESSON}/combine-masks", "combining masks", "combine_masks", M.combine_masks,
-             combine_probes),
-    Exercise(f"{LESSON}/masked-softmax", "masked softmax without the NaN trap", "masked_softmax",
-             A.masked_softmax, masked_softmax_probes),
-    Exercise(f"{LESSON}/attention", "masked attention with zero rows for empty masks",
-             "masked_attention",
-             lambda q, k, v, mask=None: A.scaled_dot_product_attention(q, k, v, mask=mask),
-             attention_probes, SDPA_OPS, SDPA_HINT),
-    Exercise(f"{LESSON}/changed-positions", "which outputs move when a token is perturbed",
-             "changed_positions", changed_positions, changed_positions_probes),
-    Exercise(f"{LESSON}/leak-test", "the future must not leak", "leaks_future", leaks_future,
-             leak_probes),
+    Exercise(
+        f"{LESSON}/causal-tril",
+        "causal mask with torch.tril",
+        "causal_mask_tril",
+        lambda seq_len: M.causal_mask(seq_len),
+        causal_tril_probes,
+    ),
+    Exercise(
+        f"{LESSON}/causal-mask",
+        "causal mask by position comparison, with an offset",
+        "causal_mask",
+        lambda seq_len, past=0: M.causal_mask(seq_len, past),
+        causal_probes,
+    ),
+    Exercise(
+        f"{LESSON}/sliding-window",
+        "sliding-window causal mask",
+        "sliding_window_mask",
+        lambda seq_len, window, past=0: M.sliding_window_mask(seq_len, window, past),
+        sliding_probes,
+    ),
+    Exercise(
+        f"{LESSON}/padding-mask",
+        "padding mask from sequence lengths",
+        "padding_mask",
+        lambda lengths, max_len=None: M.padding_mask(lengths, max_len),
+        padding_probes,
+    ),
+    Exercise(
+        f"{LESSON}/combine-masks",
+        "combining masks",
+        "combine_masks",
+        M.combine_masks,
+        combine_probes,
+    ),
+    Exercise(
+        f"{LESSON}/masked-softmax",
+        "masked softmax without the NaN trap",
+        "masked_softmax",
+        A.masked_softmax,
+        masked_softmax_probes,
+    ),
+    Exercise(
+        f"{LESSON}/attention",
+        "masked attention with zero rows for empty masks",
+        "masked_attention",
+        lambda q, k, v, mask=None: A.scaled_dot_product_attention(q, k, v, mask=mask),
+        attention_probes,
+        SDPA_OPS,
+        SDPA_HINT,
+    ),
+    Exercise(
+        f"{LESSON}/changed-positions",
+        "which outputs move when a token is perturbed",
+        "changed_positions",
+        changed_positions,
+        changed_positions_probes,
+    ),
+    Exercise(
+        f"{LESSON}/leak-test", "the future must not leak", "leaks_future", leaks_future, leak_probes
+    ),
 ]

@@ -58,8 +58,16 @@ def _variants(device: torch.device) -> list[tuple[str, bool, str]]:
     return [(a, c, p) for a in ("reference", "sdpa") for c in compiles for p in precisions]
 
 
-def train_throughput(model_cls, preset: TrainConfig, device, attention, compiled, precision,
-                     warmup: int = 3, steps: int = 10) -> dict:
+def train_throughput(
+    model_cls,
+    preset: TrainConfig,
+    device,
+    attention,
+    compiled,
+    precision,
+    warmup: int = 3,
+    steps: int = 10,
+) -> dict:
     """Median training tokens/s of the preset's model with one attention backend."""
     config = dataclasses.replace(preset.model, attention=attention)
     model = _build(model_cls, config, device)
@@ -100,11 +108,13 @@ def generation_speed(model_cls, preset: TrainConfig, device, repeats: int = 3) -
     without the cache, step t recomputes all t tokens; with it, step t feeds one token.
     """
     length = PROMPT_TOKENS + NEW_TOKENS
-    config = dataclasses.replace(preset.model, context_length=max(preset.model.context_length, length))
+    config = dataclasses.replace(
+        preset.model, context_length=max(preset.model.context_length, length)
+    )
     model = _build(model_cls, config, device).eval()
     prompt = torch.randint(256, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
     rows = []
-    for use_cache in ([True, False] if has_cache(model) else [False]):
+    for use_cache in [True, False] if has_cache(model) else [False]:
         times = []
         for _ in range(repeats):
             synchronize(device)
@@ -157,8 +167,13 @@ def forward_memory(model_spec: str, model_cls, preset: TrainConfig, device, atte
         torch.cuda.empty_cache()
         return {"attention": attention, "peak_bytes": peak, "method": "cuda max_memory_allocated"}
     code = _memory_probe_code(model_spec, config.to_dict(), attention)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
     return {"attention": attention, "peak_bytes": peak, "method": "ru_maxrss growth, subprocess"}
 
@@ -181,8 +196,9 @@ def time_to_loss(model_cls, preset_name: str, preset: TrainConfig, corpus, devic
     }
 
 
-def run_bench(model_spec=None, *, device=None, preset=None, corpus=None, out_dir="runs",
-              only=None) -> dict:
+def run_bench(
+    model_spec=None, *, device=None, preset=None, corpus=None, out_dir="runs", only=None
+) -> dict:
     from course.lm.models import DEFAULT_MODEL
 
     device = pick_device(device)
@@ -194,32 +210,43 @@ def run_bench(model_spec=None, *, device=None, preset=None, corpus=None, out_dir
     if unknown := sections - set(SECTIONS):
         from course.lm.errors import LMError
 
-        raise LMError(f"unknown bench section(s) {', '.join(sorted(unknown))} "
-                      f"(choose from {', '.join(SECTIONS)})")
+        raise LMError(
+            f"unknown bench section(s) {', '.join(sorted(unknown))} "
+            f"(choose from {', '.join(SECTIONS)})"
+        )
     if "loss" in sections and corpus:
         from course.lm.corpus import load_corpus
 
         corpus = load_corpus(corpus)  # a bad path fails now, not after minutes of benchmarks
-    results = {"device": _device_name(device), "preset": preset_name, "model": model_spec,
-               "threads": torch.get_num_threads(), "date": datetime.now().isoformat()}
+    results = {
+        "device": _device_name(device),
+        "preset": preset_name,
+        "model": model_spec,
+        "threads": torch.get_num_threads(),
+        "date": datetime.now().isoformat(),
+    }
     if "train" in sections:
-        results["train"] = [train_throughput(model_cls, config, device, *v)
-                            for v in _variants(device)]
+        results["train"] = [
+            train_throughput(model_cls, config, device, *v) for v in _variants(device)
+        ]
         _print_train(results["train"])
     if "generate" in sections:
         results["generate"] = generation_speed(model_cls, config, device)
         _print_generate(results["generate"])
     if "memory" in sections:
-        results["memory"] = [forward_memory(model_spec, model_cls, config, device, a)
-                             for a in ("reference", "sdpa")]
+        results["memory"] = [
+            forward_memory(model_spec, model_cls, config, device, a) for a in ("reference", "sdpa")
+        ]
         _print_memory(results["memory"])
     if "loss" in sections:
         if corpus:
             results["loss"] = time_to_loss(model_cls, preset_name, config, corpus, device)
             _print_loss(results["loss"])
         else:
-            print("\n4. time to loss: skipped (set BENCH_CORPUS or pass --corpus PATH to "
-                  "Tiny Shakespeare)")
+            print(
+                "\n4. time to loss: skipped (set BENCH_CORPUS or pass --corpus PATH to "
+                "Tiny Shakespeare)"
+            )
     path = _save(results, out_dir)
     print(f"\nresults: {path}")
     return results
@@ -247,8 +274,10 @@ def _print_train(rows: list[dict]) -> None:
         m = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         speed = f"{r['tokens_per_s']:,.0f}"
         ratio = r["tokens_per_s"] / base
-        print(f"   {r['attention']:<10} {str(r['compile']):<8} {r['precision']:<9} {speed:>12} "
-              f"{m:>7}  ({ratio:.2f}x)")
+        print(
+            f"   {r['attention']:<10} {str(r['compile']):<8} {r['precision']:<9} {speed:>12} "
+            f"{m:>7}  ({ratio:.2f}x)"
+        )
 
 
 def _print_generate(rows: list[dict]) -> None:
@@ -261,8 +290,10 @@ def _print_generate(rows: list[dict]) -> None:
 
 
 def _print_memory(rows: list[dict]) -> None:
-    print(f"\n3. peak memory of one forward pass, batch 1, length {MEMORY_SEQ_LEN} "
-          f"({rows[0]['method']})")
+    print(
+        f"\n3. peak memory of one forward pass, batch 1, length {MEMORY_SEQ_LEN} "
+        f"({rows[0]['method']})"
+    )
     for r in rows:
         print(f"   {r['attention']:<10} {r['peak_bytes'] / 2**20:>10.1f} MiB")
 
@@ -271,10 +302,14 @@ def _print_loss(r: dict) -> None:
     print(f"\n4. time to validation loss {r['target_val_loss']} ({r['preset']} preset)")
     if r["reached_s"] is not None:
         verdict = "within" if r["reached_s"] <= r["budget_s"] else "over"
-        print(f"   reached {r['val_loss']:.4f} at step {r['steps']} after {r['reached_s']:.1f} s "
-              f"({verdict} the {r['budget_s']:.0f} s budget), {r['tokens_per_s']:,.0f} tokens/s")
+        print(
+            f"   reached {r['val_loss']:.4f} at step {r['steps']} after {r['reached_s']:.1f} s "
+            f"({verdict} the {r['budget_s']:.0f} s budget), {r['tokens_per_s']:,.0f} tokens/s"
+        )
     else:
-        print(f"   not reached: val {r['val_loss']:.4f} after {r['steps']} steps, "
-              f"{r['elapsed_s']:.1f} s")
+        print(
+            f"   not reached: val {r['val_loss']:.4f} after {r['steps']} steps, "
+            f"{r['elapsed_s']:.1f} s"
+        )
     if r["mfu"] is not None:
         print(f"   MFU {100 * r['mfu']:.1f}%")

@@ -62,7 +62,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, ckpt: dict, path: str | os.PathLike = "checkpoint") -> None:
+def load_weights(
+    model: torch.nn.Module, ckpt: dict, path: str | os.PathLike = "checkpoint"
+) -> None:
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:

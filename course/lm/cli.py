@@ -37,8 +37,12 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"run directory (default {DEFAULT_OUT})")
     p.add_argument("--steps", type=int, help="override the preset's number of steps")
     p.add_argument("--resume", help="continue from this checkpoint")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="force torch.compile on or off (default: on for CUDA)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force torch.compile on or off (default: on for CUDA)",
+    )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="autocast dtype")
     p.add_argument("--target-loss", type=float, help="stop once validation reaches this")
     p.add_argument("--seed", type=int)
@@ -62,16 +66,20 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed, memory and time-to-loss benchmarks")
     _add_common(p)
     p.add_argument("--preset", help="cpu or gpu (default: the device's)")
-    p.add_argument("--corpus", default=os.environ.get("BENCH_CORPUS"),
-                   help="Tiny Shakespeare text for the time-to-loss run (default: $BENCH_CORPUS)")
+    p.add_argument(
+        "--corpus",
+        default=os.environ.get("BENCH_CORPUS"),
+        help="Tiny Shakespeare text for the time-to-loss run (default: $BENCH_CORPUS)",
+    )
     p.add_argument("--out", default="runs", help="directory for the JSON results")
     p.add_argument("--only", help="comma-separated subset of: train,generate,memory,loss")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m course.lm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench}",
-                                parser_class=OneLineParser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{train,sample,bench}", parser_class=OneLineParser
+    )
     _add_train(sub)
     _add_sample(sub)
     _add_bench(sub)
@@ -108,8 +116,15 @@ def cmd_train(args) -> int:
         if value is not None:
             setattr(config, key, value)
     model_cls = load_model_class(model_spec)
-    result = train(model_cls, config, args.corpus, device=device, out_dir=args.out,
-                   resume=args.resume, verbose=True)
+    result = train(
+        model_cls,
+        config,
+        args.corpus,
+        device=device,
+        out_dir=args.out,
+        resume=args.resume,
+        verbose=True,
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(result.summary())
@@ -134,8 +149,16 @@ def cmd_sample(args) -> int:
     load_weights(model, ckpt, args.checkpoint)
     model.to(pick_device(args.device))
     prompt = args.prompt if args.prompt is not None else default_prompt(ckpt.get("corpus", ""))
-    text = sample_text(model, prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache)
+    text = sample_text(
+        model,
+        prompt,
+        args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+    )
     print(text)
     return 0
 
@@ -144,8 +167,14 @@ def cmd_bench(args) -> int:
     from course.lm.bench import run_bench
 
     only = set(args.only.split(",")) if args.only else None
-    run_bench(args.model, device=args.device, preset=args.preset, corpus=args.corpus,
-              out_dir=args.out, only=only)
+    run_bench(
+        args.model,
+        device=args.device,
+        preset=args.preset,
+        corpus=args.corpus,
+        out_dir=args.out,
+        only=only,
+    )
     return 0
 
 

@@ -55,7 +55,9 @@ class Corpus:
     description: str = ""
 
     def __repr__(self) -> str:
-        return f"Corpus({self.name!r}, train={len(self.train):,} bytes, val={len(self.val):,} bytes)"
+        return (
+            f"Corpus({self.name!r}, train={len(self.train):,} bytes, val={len(self.val):,} bytes)"
+        )
 
 
 def cache_dir() -> Path:
@@ -65,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def load_corpus(spec: str | os.PathLike = "stdlib") -> Corpus:
-    """`stdlib` (embedded, no network), `shakespeare` (downloaded once), or a path to a text file."""
+    """`stdlib` (embedded, no network), `shakespeare` (downloaded once), or a text file's path."""
     if isinstance(spec, Corpus):
         return spec
     if str(spec) == "stdlib":
@@ -83,7 +85,11 @@ def load_corpus(spec: str | os.PathLike = "stdlib") -> Corpus:
 
 def _as_tensor(data: bytes) -> torch.Tensor:
     # bytearray: torch.frombuffer wants a writable buffer and the tensor keeps it alive.
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data
+        else torch.empty(0, dtype=torch.uint8)
+    )
 
 
 def split_bytes(data: bytes, name: str, val_fraction: float = 0.1) -> Corpus:
@@ -145,7 +151,9 @@ def stdlib_corpus(
         raise CorpusError(f"found too few Python files under {root or 'the stdlib'} for a corpus")
     count = len(train_parts) + len(val_parts)
     desc = f"stdlib: {count} files, {total:,} bytes, split by file"
-    return Corpus("stdlib", _as_tensor(b"".join(train_parts)), _as_tensor(b"".join(val_parts)), desc)
+    return Corpus(
+        "stdlib", _as_tensor(b"".join(train_parts)), _as_tensor(b"".join(val_parts)), desc
+    )
 
 
 def sha256_of(path: Path) -> str:

@@ -18,7 +18,9 @@ def load_model_class(spec: str | None = None) -> type:
     spec = spec or DEFAULT_MODEL
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ModelSpecError(f"--model must look like MODULE:CLASS (e.g. mypkg.model:GPT), got {spec!r}")
+        raise ModelSpecError(
+            f"--model must look like MODULE:CLASS (e.g. mypkg.model:GPT), got {spec!r}"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -31,7 +31,9 @@ def check_model_interface(model_cls, config: ModelConfig) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - any failure here is the model's interface
         raise InterfaceError(f"{name}(config) failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise InterfaceError(f"{name}(config) returned {type(model).__name__}, not a torch.nn.Module")
+        raise InterfaceError(
+            f"{name}(config) returned {type(model).__name__}, not a torch.nn.Module"
+        )
     idx = torch.zeros(2, 3, dtype=torch.long)
     try:
         with torch.no_grad():
@@ -43,5 +45,7 @@ def check_model_interface(model_cls, config: ModelConfig) -> nn.Module:
     expected = (2, 3, config.vocab_size)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise InterfaceError(f"{name}: model(idx) must return logits of shape {expected}, got {got}")
+        raise InterfaceError(
+            f"{name}: model(idx) must return logits of shape {expected}, got {got}"
+        )
     return model

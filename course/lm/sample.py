@@ -133,7 +133,7 @@ def sample_text(
     tokenizer: ByteTokenizer | None = None,
     **kwargs,
 ) -> str:
-    """Decode a continuation of `prompt` (the prompt included), e.g. for a quick look in a notebook."""
+    """A decoded continuation of `prompt` (the prompt included), e.g. for a look in a notebook."""
     tokenizer = tokenizer or ByteTokenizer()
     ids = generate(model, tokenizer.encode(prompt or "\n"), max_new_tokens, **kwargs)
     return tokenizer.decode(ids)

@@ -469,4 +469,3 @@ def train(
         return trainer.run(until_step=until_step, progress=progress)
     finally:
         distributed.teardown(trainer.dist)
-

@@ -10,5 +10,13 @@ from course.widgets.base import Explorer, is_grading
 from course.widgets.masking import MaskingExplorer, masking_explorer
 from course.widgets.softmax import SoftmaxExplorer, softmax_explorer
 
-__all__ = ["Explorer", "is_grading", "SoftmaxExplorer", "softmax_explorer",
-           "AttentionExplorer", "attention_explorer", "MaskingExplorer", "masking_explorer"]
+__all__ = [
+    "Explorer",
+    "is_grading",
+    "SoftmaxExplorer",
+    "softmax_explorer",
+    "AttentionExplorer",
+    "attention_explorer",
+    "MaskingExplorer",
+    "masking_explorer",
+]

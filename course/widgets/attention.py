@@ -45,17 +45,34 @@ class AttentionExplorer(Explorer):
 
     def controls(self):
         style = {"description_width": "110px"}
-        self.width = W.SelectionSlider(options=WIDTHS, value=64, description="d_k",
-                                       style=style, layout=W.Layout(width="340px"),
-                                       continuous_update=False)
-        self.scale_by = W.ToggleButtons(options=list(SCALES), value="√d_k",
-                                        description="divide by", style={"button_width": "60px"})
-        self.row = W.IntSlider(value=0, min=0, max=N_QUERIES - 1, description="query row",
-                               style=style, layout=W.Layout(width="340px"),
-                               continuous_update=False)
-        help_text = W.HTML("<small>Scores are q·k × scale for 64 random queries against 16 "
-                           "keys, entries N(0, 1). The weights, entropy and gradient come from "
-                           "<b>your</b> functions.</small>")
+        self.width = W.SelectionSlider(
+            options=WIDTHS,
+            value=64,
+            description="d_k",
+            style=style,
+            layout=W.Layout(width="340px"),
+            continuous_update=False,
+        )
+        self.scale_by = W.ToggleButtons(
+            options=list(SCALES),
+            value="√d_k",
+            description="divide by",
+            style={"button_width": "60px"},
+        )
+        self.row = W.IntSlider(
+            value=0,
+            min=0,
+            max=N_QUERIES - 1,
+            description="query row",
+            style=style,
+            layout=W.Layout(width="340px"),
+            continuous_update=False,
+        )
+        help_text = W.HTML(
+            "<small>Scores are q·k × scale for 64 random queries against 16 "
+            "keys, entries N(0, 1). The weights, entropy and gradient come from "
+            "<b>your</b> functions.</small>"
+        )
         return [self.width, self.scale_by, self.row, help_text]
 
     def compute(self) -> dict:
@@ -65,23 +82,33 @@ class AttentionExplorer(Explorer):
         scores = (q @ k.T).to(torch.float64) * scale
         raw = call_quietly(self.weights_fn, q, k, scale=scale)
         weights = _check_tensor(raw, (N_QUERIES, N_KEYS), "attention_weights")
-        entropy = _check_tensor(call_quietly(self.entropy_fn, raw.detach()), (N_QUERIES,),
-                                "attention_entropy")
+        entropy = _check_tensor(
+            call_quietly(self.entropy_fn, raw.detach()), (N_QUERIES,), "attention_entropy"
+        )
         row = self.row.value
         state = {
-            "d_k": d, "scale": scale, "scores": scores,
-            "score_std": float(scores.std()), "theory_std": math.sqrt(d) * scale,
-            "weights": weights, "row": weights[row], "row_index": row,
-            "entropy": float(entropy[row]), "mean_entropy": float(entropy.mean()),
-            "max_entropy": math.log(N_KEYS), "max_weight": float(weights[row].max()),
+            "d_k": d,
+            "scale": scale,
+            "scores": scores,
+            "score_std": float(scores.std()),
+            "theory_std": math.sqrt(d) * scale,
+            "weights": weights,
+            "row": weights[row],
+            "row_index": row,
+            "entropy": float(entropy[row]),
+            "mean_entropy": float(entropy.mean()),
+            "max_entropy": math.log(N_KEYS),
+            "max_weight": float(weights[row].max()),
             "warning": None,
         }
         sums = weights.sum(-1)
         if not torch.isfinite(weights).all():
             state["warning"] = "your weights contain inf/NaN"
         elif (sums - 1).abs().max() > 1e-4:
-            state["warning"] = (f"rows of your weights sum to {float(sums.min()):.3f}.."
-                                f"{float(sums.max()):.3f}, not 1")
+            state["warning"] = (
+                f"rows of your weights sum to {float(sums.min()):.3f}.."
+                f"{float(sums.max()):.3f}, not 1"
+            )
         state["max_grad"], state["grad_source"] = self._largest_gradient(scores[row])
         return state
 
@@ -108,8 +135,11 @@ class AttentionExplorer(Explorer):
         left.hist(scores, bins=40, range=(-spread, spread), color="#1f77b4")
         for sign in (-1, 1):
             left.axvline(sign * state["theory_std"], ls="--", c="grey", lw=1)
-        left.set_title(f"scores, d_k = {state['d_k']}, scale = {state['scale']:.3g}: "
-                       f"std {state['score_std']:.2f}", fontsize=9)
+        left.set_title(
+            f"scores, d_k = {state['d_k']}, scale = {state['scale']:.3g}: "
+            f"std {state['score_std']:.2f}",
+            fontsize=9,
+        )
         left.set_xlabel("q·k × scale")
         xs = range(N_KEYS)
         row = torch.nan_to_num(state["row"], nan=0.0).numpy()
@@ -118,8 +148,10 @@ class AttentionExplorer(Explorer):
         right.set_ylim(0, 1.05)
         right.set_xticks(range(0, N_KEYS, 3))
         right.set_xlabel("key")
-        right.set_title(f"attention row of query {state['row_index']}: "
-                        f"entropy {state['entropy']:.2f} nats", fontsize=9)
+        right.set_title(
+            f"attention row of query {state['row_index']}: entropy {state['entropy']:.2f} nats",
+            fontsize=9,
+        )
         right.legend(loc="upper right", fontsize=8)
 
     def readout_html(self, state: dict) -> str:
@@ -138,5 +170,5 @@ class AttentionExplorer(Explorer):
 
 
 def attention_explorer(weights_fn, entropy_fn, seed: int = 0) -> AttentionExplorer:
-    """Build the lesson-02 explorer for the learner's `attention_weights` and `attention_entropy`."""
+    """The lesson-02 explorer for the learner's `attention_weights` and `attention_entropy`."""
     return AttentionExplorer(weights_fn, entropy_fn, seed)

@@ -18,6 +18,10 @@ import ipywidgets as W
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+# ipywidgets gives HTML the line height of one control row (28px): prose and readouts that
+# wrap look double-spaced. Scoped to the explorers.
+_STYLE = "<style>.course-explorer .widget-html-content { line-height: 1.45; }</style>"
+
 
 def is_grading() -> bool:
     """True under `nbgrader autograde`/`validate`, where widgets must not render or block."""
@@ -46,11 +50,15 @@ class Explorer:
         self.updates = 0
         self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="760px"))
         self.readout = W.HTML()
-        self.controls_box = W.VBox(self.controls(), layout=W.Layout(min_width="260px"))
+        # Controls keep their own width (sliders are 340px); the picture takes the rest.
+        self.controls_box = W.VBox(self.controls(), layout=W.Layout(
+            min_width="260px", max_width="380px", flex="0 0 auto"))
         for control in self.controls_box.children:
             if hasattr(control, "value"):
                 control.observe(lambda _change: self.update(), names="value")
-        self.widget = W.HBox([self.controls_box, W.VBox([self.image, self.readout])])
+        output = W.VBox([self.image, self.readout], layout=W.Layout(flex="1 1 0%", min_width="0"))
+        style = W.HTML(_STYLE, layout=W.Layout(display="none"))
+        self.widget = W.HBox([self.controls_box, output, style])
         self.widget.add_class("course-explorer")
         self.update()
 

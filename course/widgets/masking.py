@@ -33,7 +33,7 @@ def _as_mask(value, what: str) -> torch.Tensor:
 
 
 class MaskingExplorer(Explorer):
-    """Weights of the learner's attention on a random sequence under their masks, and a leak probe."""
+    """The learner's attention weights on a random sequence under their masks; a leak probe."""
 
     figsize = (9.5, 3.6)
 
@@ -42,7 +42,7 @@ class MaskingExplorer(Explorer):
         self.window_fn, self.combine_fn = window_fn, combine_fn
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(1, N_TOKENS, WIDTH, generator=g)
-        # Fixed projections q, k, v = x W^T, scaled so that the weights are neither flat nor one-hot.
+        # Fixed projections q, k, v = x W^T, scaled so the weights are neither flat nor one-hot.
         self.w = torch.randn(3, WIDTH, WIDTH, generator=g) / math.sqrt(WIDTH) * 1.5
         super().__init__()
 
@@ -51,18 +51,48 @@ class MaskingExplorer(Explorer):
         layout = W.Layout(width="340px")
         self.causal = W.Checkbox(value=True, description="causal", style=style)
         self.padding = W.Checkbox(value=False, description="padding", style=style)
-        self.length = W.IntSlider(value=7, min=1, max=N_TOKENS, description="real tokens",
-                                  style=style, layout=layout, continuous_update=False)
+        self.length = W.IntSlider(
+            value=7,
+            min=1,
+            max=N_TOKENS,
+            description="real tokens",
+            style=style,
+            layout=layout,
+            continuous_update=False,
+        )
         self.window = W.Checkbox(value=False, description="sliding window", style=style)
-        self.window_size = W.IntSlider(value=3, min=1, max=N_TOKENS, description="window",
-                                       style=style, layout=layout, continuous_update=False)
-        self.token = W.IntSlider(value=5, min=0, max=N_TOKENS - 1, description="perturb token",
-                                 style=style, layout=layout, continuous_update=False)
-        help_text = W.HTML("<small>Grey cells are masked (False). The sliding window is causal "
-                           "by itself. The probe adds 1 to the chosen token and marks the "
-                           "outputs that moved: red ones lie <i>before</i> it (a leak).</small>")
-        return [self.causal, self.padding, self.length, self.window, self.window_size,
-                self.token, help_text]
+        self.window_size = W.IntSlider(
+            value=3,
+            min=1,
+            max=N_TOKENS,
+            description="window",
+            style=style,
+            layout=layout,
+            continuous_update=False,
+        )
+        self.token = W.IntSlider(
+            value=5,
+            min=0,
+            max=N_TOKENS - 1,
+            description="perturb token",
+            style=style,
+            layout=layout,
+            continuous_update=False,
+        )
+        help_text = W.HTML(
+            "<small>Grey cells are masked (False). The sliding window is causal "
+            "by itself. The probe adds 1 to the chosen token and marks the "
+            "outputs that moved: red ones lie <i>before</i> it (a leak).</small>"
+        )
+        return [
+            self.causal,
+            self.padding,
+            self.length,
+            self.window,
+            self.window_size,
+            self.token,
+            help_text,
+        ]
 
     def describe_mask(self) -> str:
         parts = []
@@ -81,8 +111,9 @@ class MaskingExplorer(Explorer):
         if self.padding.value:
             masks.append(_as_mask(self.padding_fn([self.length.value], N_TOKENS), "padding_mask"))
         if self.window.value:
-            masks.append(_as_mask(self.window_fn(N_TOKENS, self.window_size.value),
-                                  "sliding_window_mask"))
+            masks.append(
+                _as_mask(self.window_fn(N_TOKENS, self.window_size.value), "sliding_window_mask")
+            )
         if not masks:
             return None
         return _as_mask(self.combine_fn(*masks), "combine_masks")
@@ -103,13 +134,17 @@ class MaskingExplorer(Explorer):
             try:
                 allowed = torch.broadcast_to(mask, (1, 1, N_TOKENS, N_TOKENS))[0, 0]
             except RuntimeError as exc:
-                raise ValueError(f"the combined mask of shape {tuple(mask.shape)} does not "
-                                 f"broadcast to (1, 1, {N_TOKENS}, {N_TOKENS})") from exc
+                raise ValueError(
+                    f"the combined mask of shape {tuple(mask.shape)} does not "
+                    f"broadcast to (1, 1, {N_TOKENS}, {N_TOKENS})"
+                ) from exc
         eye = torch.eye(N_TOKENS).expand(1, 1, N_TOKENS, N_TOKENS)
         weights = self._attend(self.x, eye, mask)
         if weights.numel() != N_TOKENS * N_TOKENS:
-            raise ValueError(f"masked_attention returned shape {tuple(weights.shape)}, "
-                             f"expected (1, 1, {N_TOKENS}, {N_TOKENS})")
+            raise ValueError(
+                f"masked_attention returned shape {tuple(weights.shape)}, "
+                f"expected (1, 1, {N_TOKENS}, {N_TOKENS})"
+            )
         weights = weights.reshape(N_TOKENS, N_TOKENS).to(torch.float64)
         t = self.token.value
         perturbed = self.x.clone()
@@ -121,8 +156,13 @@ class MaskingExplorer(Explorer):
         empty = ~allowed.any(-1)
         nan_rows = torch.isnan(weights).any(-1)
         return {
-            "mask": allowed, "weights": weights, "token": t, "diff": diff, "changed": changed,
-            "leak": bool(changed[:t].any()), "empty_rows": empty.nonzero().flatten().tolist(),
+            "mask": allowed,
+            "weights": weights,
+            "token": t,
+            "diff": diff,
+            "changed": changed,
+            "leak": bool(changed[:t].any()),
+            "empty_rows": empty.nonzero().flatten().tolist(),
             "nan_rows": nan_rows.nonzero().flatten().tolist(),
             "empty_rows_zero": bool((weights[empty].nan_to_num(nan=1.0) == 0).all()),
             "description": self.describe_mask(),
@@ -139,8 +179,16 @@ class MaskingExplorer(Explorer):
         t = state["token"]
         left.add_patch(Rectangle((t - 0.5, -0.5), 1, N_TOKENS, fill=False, ec="#d62728", lw=1.5))
         for row in state["empty_rows"]:  # queries that may attend to nothing, marked on the right
-            left.text(N_TOKENS - 0.3, row, "∅", ha="left", va="center", color="#b00020",
-                      fontsize=9, clip_on=False)
+            left.text(
+                N_TOKENS - 0.3,
+                row,
+                "∅",
+                ha="left",
+                va="center",
+                color="#b00020",
+                fontsize=9,
+                clip_on=False,
+            )
         left.set_xlabel("key position")
         left.set_ylabel("query position")
         left.set_xticks(range(N_TOKENS))
@@ -149,8 +197,10 @@ class MaskingExplorer(Explorer):
 
         positions = np.arange(N_TOKENS)
         changed = state["changed"].numpy()
-        colours = ["#d62728" if c and p < t else "#ff7f0e" if c else "#bbbbbb"
-                   for p, c in zip(positions, changed, strict=True)]
+        colours = [
+            "#d62728" if c and p < t else "#ff7f0e" if c else "#bbbbbb"
+            for p, c in zip(positions, changed, strict=True)
+        ]
         heights = np.minimum(state["diff"].numpy(), 10.0)
         right.bar(positions, np.where(changed, np.maximum(heights, 0.02), heights), color=colours)
         right.axvline(t, ls="--", c="#d62728", lw=1)
@@ -159,28 +209,40 @@ class MaskingExplorer(Explorer):
         right.set_xlabel("output position")
         right.set_ylabel("max |Δ output|")
         verdict = "LEAK: earlier outputs moved" if state["leak"] else "no output before it moved"
-        right.set_title(f"perturb token {t}: {verdict}", fontsize=9,
-                        color="#b00020" if state["leak"] else "black")
+        right.set_title(
+            f"perturb token {t}: {verdict}",
+            fontsize=9,
+            color="#b00020" if state["leak"] else "black",
+        )
 
     def readout_html(self, state: dict) -> str:
         moved = [int(p) for p in state["changed"].nonzero().flatten()]
-        rows = [f"mask: <b>{html.escape(state['description'])}</b>",
-                f"outputs that moved when token {state['token']} changed: <b>{moved}</b>"]
+        rows = [
+            f"mask: <b>{html.escape(state['description'])}</b>",
+            f"outputs that moved when token {state['token']} changed: <b>{moved}</b>",
+        ]
         if state["leak"]:
             early = [p for p in moved if p < state["token"]]
-            rows.append(f"<span style='color:#b00020'>⚠ leak: positions {early} saw a later "
-                        "token</span>")
+            rows.append(
+                f"<span style='color:#b00020'>⚠ leak: positions {early} saw a later token</span>"
+            )
         if state["empty_rows"]:
-            status = ("all-zero weights ✔" if state["empty_rows_zero"]
-                      else "<span style='color:#b00020'>not all zeros ✘</span>")
+            status = (
+                "all-zero weights ✔"
+                if state["empty_rows_zero"]
+                else "<span style='color:#b00020'>not all zeros ✘</span>"
+            )
             rows.append(f"queries that may attend to nothing: {state['empty_rows']} ({status})")
         if state["nan_rows"]:
-            rows.append(f"<span style='color:#b00020'>⚠ NaN weights in rows {state['nan_rows']}: "
-                        "the NaN trap</span>")
+            rows.append(
+                f"<span style='color:#b00020'>⚠ NaN weights in rows {state['nan_rows']}: "
+                "the NaN trap</span>"
+            )
         return "<br>".join(rows)
 
 
-def masking_explorer(attention_fn, causal_fn, padding_fn, window_fn, combine_fn,
-                     seed: int = 0) -> MaskingExplorer:
+def masking_explorer(
+    attention_fn, causal_fn, padding_fn, window_fn, combine_fn, seed: int = 0
+) -> MaskingExplorer:
     """Build the lesson-03 explorer from the learner's attention and mask functions."""
     return MaskingExplorer(attention_fn, causal_fn, padding_fn, window_fn, combine_fn, seed)

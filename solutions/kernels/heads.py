@@ -64,7 +64,7 @@ def grouped_query_attention(
     `(..., n_heads, q_len, k_len)`. `is_causal` adds a causal mask aligned to the bottom-right
     corner: the queries are the last `q_len` of the `k_len` positions (what a KV cache needs).
     `backend="reference"` runs the explicit kernel; `"sdpa"` calls
-    `F.scaled_dot_product_attention` (no weights returned; a fully-masked row is its business).
+    `F.scaled_dot_product_attention` (no weights returned; fully-masked rows give zeros there too).
     """
     n_heads, n_kv_heads = q.shape[-3], k.shape[-3]
     if n_heads % n_kv_heads:

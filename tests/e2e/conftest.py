@@ -21,8 +21,10 @@ def browser_path() -> str:
         pytest.skip("Playwright is not installed (pip install -e '.[dev]')")
     path = find_browser()
     if path is None:
-        pytest.skip("no Chromium found: run `make system-deps` as root, `apt-get install chromium`, "
-                    "or set COURSE_E2E_BROWSER to a Chromium binary")
+        pytest.skip(
+            "no Chromium found: run `make system-deps` as root, `apt-get install chromium`, "
+            "or set COURSE_E2E_BROWSER to a Chromium binary"
+        )
     return path
 
 
@@ -69,8 +71,10 @@ def page(browser, lab, request):
     context.set_default_timeout(30_000)
     page = context.new_page()
     console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in
-            ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     try:
         yield page
@@ -84,7 +88,10 @@ def page(browser, lab, request):
                 pass
             server_log = lab.log.read_text()[-6000:] if lab.log.exists() else ""
             (SCREENSHOTS / f"FAILED-{name}.log").write_text(
-                "--- browser console (errors, warnings) ---\n" + "\n".join(console[-60:])
-                + "\n\n--- JupyterLab log (tail) ---\n" + server_log)
+                "--- browser console (errors, warnings) ---\n"
+                + "\n".join(console[-60:])
+                + "\n\n--- JupyterLab log (tail) ---\n"
+                + server_log
+            )
         context.close()
         lab.shutdown_kernels()

@@ -28,8 +28,13 @@ SCREENSHOTS = REPO / "tests" / "_artifacts" / "screenshots"
 # Debian's Chromium (`make system-deps`); Playwright's own download needs the internet.
 BROWSER_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
 BROWSER_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -108,22 +113,32 @@ class LabServer:
         settings = self.workdir / "settings" / "@jupyterlab"
         (settings / "apputils-extension").mkdir(parents=True)
         (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
         (settings / "docmanager-extension").mkdir(parents=True)
         (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
-            json.dumps({"autosave": False}))
+            json.dumps({"autosave": False})
+        )
 
     def start(self, timeout: float = 120) -> None:
         self.prepare()
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between picking and binding it
             self.port = free_port()
-            args = " ".join([
-                "--no-browser", f"--port={self.port}", "--ServerApp.port_retries=0",
-                "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
-                # window.jupyterapp: lets the tests read kernel status and cell outputs
-                "--LabApp.expose_app_in_browser=True",
-            ])
+            args = " ".join(
+                [
+                    "--no-browser",
+                    f"--port={self.port}",
+                    "--ServerApp.port_retries=0",
+                    "--ServerApp.ip=127.0.0.1",
+                    f"--IdentityProvider.token={self.token}",
+                    # window.jupyterapp: lets the tests read kernel status and cell outputs
+                    "--LabApp.expose_app_in_browser=True",
+                    # a safety net if pytest itself is killed: the server (and its kernels)
+                    # stops after 15 minutes without a request
+                    "--ServerApp.shutdown_no_activity_timeout=900",
+                ]
+            )
             env = {
                 **os.environ,
                 "JUPYTERLAB_SETTINGS_DIR": str(self.workdir / "settings"),
@@ -134,10 +149,21 @@ class LabServer:
             with open(self.log, "w") as out:
                 # -o: never re-run `setup` (pip) from inside a test; `make test` did it.
                 self.proc = subprocess.Popen(
-                    ["make", "--no-print-directory", "-o", ".venv/.setup-stamp", "lab",
-                     f"LAB_ROOT={self.root}", f"ARGS={args}"],
-                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True)
+                    [
+                        "make",
+                        "--no-print-directory",
+                        "-o",
+                        ".venv/.setup-stamp",
+                        "lab",
+                        f"LAB_ROOT={self.root}",
+                        f"ARGS={args}",
+                    ],
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
             deadline = time.time() + timeout
             while time.time() < deadline:
                 try:
@@ -156,8 +182,11 @@ class LabServer:
     def api(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.base + path, data=data, method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
@@ -179,6 +208,7 @@ class LabServer:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        self.shutdown_kernels()  # kernels run in their own process groups
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
@@ -201,13 +231,13 @@ KERNEL_IDLE = f"""() => {{
             && kernel.connectionStatus === 'connected');
 }}"""
 
-# Done: the kernel is idle, no code cell is queued or running (prompt [*]), and at least one
-# cell has an execution count (after an error the queue is cleared, so this also holds when
-# Run All stopped early).
-RUN_FINISHED = f"""() => {{
+# Done: the kernel has handled something since the click (n: idle count before it), is idle,
+# no code cell is queued or running (prompt [*]), and at least one cell has an execution
+# count (after an error the queue is cleared, so this also holds when Run All stopped early).
+RUN_FINISHED = f"""(n) => {{
   const nb = {NB};
   const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
-  if (!kernel || kernel.status !== 'idle') return false;
+  if (!kernel || kernel.status !== 'idle' || !(window.__courseIdle > n)) return false;
   let ran = 0;
   for (const cell of nb.content.widgets) {{
     if (cell.model.type !== 'code') continue;
@@ -227,7 +257,9 @@ CELLS = f"""() => {{
                  nbgrader: (model.getMetadata && model.getMetadata('nbgrader')) || {{}},
                  count: model.type === 'code' ? model.executionCount : null, outputs: []}};
     if (model.type === 'code') {{
-      for (let j = 0; j < model.outputs.length; j++) out.outputs.push(model.outputs.get(j).toJSON());
+      for (let j = 0; j < model.outputs.length; j++) {{
+        out.outputs.push(model.outputs.get(j).toJSON());
+      }}
     }}
     return out;
   }});
@@ -276,10 +308,10 @@ def wait_handled(page, since: int, timeout_s: float = 60) -> None:
 
 def run_all(page, timeout_s: float = RUN_ALL_TIMEOUT_S) -> None:
     """Run → Run All Cells from the menu bar, then wait until the kernel is done."""
+    since = idle_count(page)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    # The first cell is queued synchronously on click; then wait for the queue to drain.
-    page.wait_for_function(RUN_FINISHED, timeout=timeout_s * 1000, polling=250)
+    page.wait_for_function(RUN_FINISHED, arg=since, timeout=timeout_s * 1000, polling=250)
 
 
 def cells(page) -> list[dict]:
@@ -287,8 +319,9 @@ def cells(page) -> list[dict]:
 
 
 def error_text(output: dict) -> str:
-    return strip_ansi("\n".join(output.get("traceback") or [])
-                      or f"{output.get('ename')}: {output.get('evalue')}")
+    return strip_ansi(
+        "\n".join(output.get("traceback") or []) or f"{output.get('ename')}: {output.get('evalue')}"
+    )
 
 
 def errors(cell_list: list[dict]) -> list[tuple[int, dict]]:
@@ -303,7 +336,7 @@ def widget_outputs(page):
 def describe(control) -> str:
     """A readable name for a control: its label, else its text."""
     return control.evaluate("""(el) => {
-      const clean = (t) => (t || '').replace(/[\u200b\s]+/g, ' ').trim();
+      const clean = (t) => (t || '').replace(/[\\u200b\\s]+/g, ' ').trim();
       const box = el.closest(
         '.widget-inline-hbox, .widget-toggle-buttons, .widget-checkbox, .widget-dropdown') || el;
       const label = box.querySelector('.widget-label');
@@ -329,8 +362,9 @@ def controls_of(widget) -> list[tuple[str, object]]:
     found = []
     for i in range(locator.count()):
         control = locator.nth(i)
-        kind = control.evaluate("(el, kinds) => Object.keys(kinds).find(k => el.matches(kinds[k]))",
-                                CONTROLS)
+        kind = control.evaluate(
+            "(el, kinds) => Object.keys(kinds).find(k => el.matches(kinds[k]))", CONTROLS
+        )
         found.append((kind, control))
     return found
 
@@ -374,9 +408,14 @@ def scroll_to_cell(page, index: int) -> None:
     """Scroll the notebook so that cell `index` is at the top of the viewport."""
     # Cells above render lazily (content-visibility) and change height while scrolling, so
     # scroll again until the cell stays near the top.
-    page.wait_for_function(f"""(i) => {{
+    page.wait_for_function(
+        f"""(i) => {{
       const node = {NB}.content.widgets[i].node, rect = node.getBoundingClientRect();
       if (rect.height > 0 && rect.top >= 0 && rect.top < 200) return true;
       node.scrollIntoView({{block: 'start'}});
       return false;
-    }}""", arg=index, timeout=15_000, polling=250)
+    }}""",
+        arg=index,
+        timeout=15_000,
+        polling=250,
+    )

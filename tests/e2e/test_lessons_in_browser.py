@@ -44,9 +44,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 SOLUTIONS = lesson_notebooks("solutions")
 COURSE = lesson_notebooks("course")
 # Top-level widget outputs of cells (not widgets shown inside an Output widget).
-WIDGET_OUTPUTS = ".jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output:has(> .jupyter-widgets)"
-FIGURES = ('.jp-Cell-outputArea > .jp-OutputArea-child > '
-           '.jp-OutputArea-output[data-mime-type="image/png"]')
+WIDGET_OUTPUTS = (
+    ".jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output:has(> .jupyter-widgets)"
+)
+FIGURES = (
+    '.jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output[data-mime-type="image/png"]'
+)
 # What a widget shows when the learner's code failed inside it (course.widgets.base).
 WIDGET_ERROR = re.compile(r"Your function raised|not written yet|Traceback", re.I)
 
@@ -77,8 +80,11 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
     cell_list = cells(page)
     failures = [f"cell {i}: {error_text(o)[-1500:]}" for i, o in errors(cell_list)]
     assert not failures, f"{notebook}: Run All raised\n" + "\n\n".join(failures)
-    not_run = [c["index"] for c in cell_list
-               if c["type"] == "code" and c["source"].strip() and c["count"] is None]
+    not_run = [
+        c["index"]
+        for c in cell_list
+        if c["type"] == "code" and c["source"].strip() and c["count"] is None
+    ]
     assert not not_run, f"{notebook}: cells {not_run} did not run"
 
     # Static figures: every image/png output is an <img> the browser decoded.
@@ -91,8 +97,9 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
 
     # Widgets: each rendered (the widget manager found its model), then each control moved.
     expect()(page.get_by_text("Error displaying widget")).to_have_count(0)
-    widget_cells = [c["index"] for c in cell_list
-                    if any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])]
+    widget_cells = [
+        c["index"] for c in cell_list if any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])
+    ]
     assert widget_cells, f"{notebook}: no widget displayed (every lesson has at least one)"
     widgets = page.locator(WIDGET_OUTPUTS)
     expect()(widgets).to_have_count(len(widget_cells))
@@ -119,12 +126,17 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
             try:
                 wait_handled(page, since)
             except Exception as exc:  # noqa: BLE001 - turn a timeout into a clear failure
-                raise AssertionError(f"{notebook}: moving {label} reached no kernel, or the "
-                                     "kernel did not finish handling it within 60 s") from exc
+                raise AssertionError(
+                    f"{notebook}: moving {label} reached no kernel, or the "
+                    "kernel did not finish handling it within 60 s"
+                ) from exc
             try:
                 page.wait_for_function(
                     f"([root, before]) => ({WIDGET_SIGNATURE})(root) !== before",
-                    arg=[handle, before], timeout=5_000, polling=100)
+                    arg=[handle, before],
+                    timeout=5_000,
+                    polling=100,
+                )
             except Exception as exc:  # noqa: BLE001
                 if attempt == 1:
                     queue.append((kind, control, 2))
@@ -132,7 +144,8 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
                 raise AssertionError(
                     f"{notebook}: moving {label} did not change the widget's picture or "
                     "readout, even after every other control had been moved (a control "
-                    "with no effect should be disabled or hidden)") from exc
+                    "with no effect should be disabled or hidden)"
+                ) from exc
             page.wait_for_function(IMAGES_LOADED, arg=handle, timeout=30_000)
             shown = widget.inner_text()
             assert not WIDGET_ERROR.search(shown), f"{notebook}: after moving {label}:\n{shown}"
@@ -173,8 +186,9 @@ def test_blank_notebook_stops_with_a_clear_message_at_the_first_exercise(page, l
 
     run_all(page)
     cell_list = cells(page)
-    exercises = [c["index"] for c in cell_list
-                 if c["type"] == "code" and c["nbgrader"].get("solution")]
+    exercises = [
+        c["index"] for c in cell_list if c["type"] == "code" and c["nbgrader"].get("solution")
+    ]
     assert exercises, f"{notebook}: no exercise cell (nbgrader solution cell)"
     found = errors(cell_list)
     assert found, f"{notebook}: Run All of the blank notebook raised nothing"
@@ -183,15 +197,20 @@ def test_blank_notebook_stops_with_a_clear_message_at_the_first_exercise(page, l
     end = exercises[1] if len(exercises) > 1 else len(cell_list)
     assert exercises[0] <= index < end, (
         f"{notebook}: the first error is in cell {index}, not at the first exercise "
-        f"(cells {exercises[0]}..{end - 1}):\n{text}")
+        f"(cells {exercises[0]}..{end - 1}):\n{text}"
+    )
     assert "not written yet" in text.lower(), f"{notebook}: unclear message:\n{text}"
     assert "Traceback" not in text and 'File "' not in text and len(text.splitlines()) <= 6, (
-        f"{notebook}: a traceback instead of one clear message:\n{text}")
+        f"{notebook}: a traceback instead of one clear message:\n{text}"
+    )
     assert len(found) == 1, f"{notebook}: more than one error output: cells {[i for i, _ in found]}"
-    before = [c["index"] for c in cell_list[:index]
-              if c["type"] == "code" and c["source"].strip() and c["count"] is None]
+    before = [
+        c["index"]
+        for c in cell_list[:index]
+        if c["type"] == "code" and c["source"].strip() and c["count"] is None
+    ]
     assert not before, f"{notebook}: cells {before} before the first exercise did not run"
-    after = [c["index"] for c in cell_list[index + 1:] if c["type"] == "code" and c["count"]]
+    after = [c["index"] for c in cell_list[index + 1 :] if c["type"] == "code" and c["count"]]
     assert not after, f"{notebook}: cells {after} ran after the first unsolved exercise"
 
     # What the learner sees: the message, rendered under that cell.
@@ -212,5 +231,8 @@ def test_nbgrader_assignment_list_opens(page, lab):
     expect()(panel.locator("#released_assignments_list_loading")).to_be_hidden(timeout=30_000)
     screenshot(page, "nbgrader-assignment-list")
     if "exchange directory does not exist" in panel.inner_text():
-        warnings.warn("the nbgrader Assignment List has no exchange directory to list "
-                      "(configure c.Exchange.root for a graded class)", stacklevel=1)
+        warnings.warn(
+            "the nbgrader Assignment List has no exchange directory to list "
+            "(configure c.Exchange.root for a graded class)",
+            stacklevel=1,
+        )

@@ -50,9 +50,8 @@ def test_matches_torch_sdpa(batch, q_len, k_len, d, d_v, use_mask, scale, seed):
     q = randn(*batch, q_len, d, seed=seed)
     k = randn(*batch, k_len, d, seed=seed + 1)
     v = randn(*batch, k_len, d_v, seed=seed + 2)
-    mask = random_mask(*batch, q_len, k_len, seed=seed + 3, p=0.7) if use_mask else None
-    if mask is not None:
-        mask[..., 0] = True  # torch's kernel returns NaN on fully-masked rows; tested separately
+    # Some rows end up fully masked: PyTorch 2.5+ also returns zeros there.
+    mask = random_mask(*batch, q_len, k_len, seed=seed + 3, p=0.6) if use_mask else None
     out = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     assert out.shape == (*batch, q_len, d_v)

@@ -12,10 +12,19 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_two_process_gloo_training(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "lm_ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True,
-                          text=True, timeout=180)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HERE / "lm_ddp_worker.py"),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(
+        cmd, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -31,7 +31,10 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 def test_top_k_then_top_p_work_per_row():
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
     out = filter_logits(logits, top_k=3, top_p=0.5)
-    assert torch.isfinite(out).tolist() == [[False, False, False, True], [True, False, False, False]]
+    assert torch.isfinite(out).tolist() == [
+        [False, False, False, True],
+        [True, False, False, False],
+    ]
 
 
 def test_temperature_zero_is_greedy_and_sampling_follows_the_filter():
@@ -62,8 +65,9 @@ def test_cached_greedy_generation_equals_full_recompute():
 def test_cached_sampling_with_a_seed_equals_full_recompute():
     model = _model()
     kw = dict(temperature=1.0, top_k=50, top_p=0.9, seed=3)
-    assert torch.equal(generate(model, [5, 6, 7], 30, **kw),
-                       generate(model, [5, 6, 7], 30, use_cache=False, **kw))
+    assert torch.equal(
+        generate(model, [5, 6, 7], 30, **kw), generate(model, [5, 6, 7], 30, use_cache=False, **kw)
+    )
 
 
 def test_generation_slides_past_the_context_length():

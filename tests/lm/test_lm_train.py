@@ -46,11 +46,18 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_config, small_cor
     tiny_config.steps, tiny_config.eval_interval = 12, 4
     straight = train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path / "a", progress=False)
 
-    first = train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path / "b", until_step=6,
-                  progress=False)
+    first = train(
+        TinyLM, tiny_config, small_corpus, out_dir=tmp_path / "b", until_step=6, progress=False
+    )
     assert first.step == 6
-    resumed = train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path / "b",
-                    resume=tmp_path / "b" / "ckpt.pt", progress=False)
+    resumed = train(
+        TinyLM,
+        tiny_config,
+        small_corpus,
+        out_dir=tmp_path / "b",
+        resume=tmp_path / "b" / "ckpt.pt",
+        progress=False,
+    )
     assert resumed.step == 12
     a, b = _state(straight.model), _state(resumed.model)
     assert a.keys() == b.keys()
@@ -82,8 +89,9 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, content):
     assert "\n" not in str(info.value)
 
 
-def test_truncated_real_checkpoint_and_foreign_file_are_rejected(tiny_config, small_corpus,
-                                                                 tmp_path):
+def test_truncated_real_checkpoint_and_foreign_file_are_rejected(
+    tiny_config, small_corpus, tmp_path
+):
     tiny_config.steps = 2
     train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path, progress=False)
     data = (tmp_path / "ckpt.pt").read_bytes()

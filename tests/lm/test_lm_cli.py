@@ -1,0 +1,186 @@
+"""`python -m course.lm`: a full run end to end, and one clear line (exit 2) for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import subprocess_env
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--model", "lm_tinymodel:TinyLM", "--preset", "cpu-tiny", "--device", "cpu"]
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "course.lm", *args],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_train_then_sample_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", *TINY, "--steps", "12", "--out", str(out), "--sample-tokens", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert "val loss" in proc.stdout and "--- sample" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"ckpt.pt", "log.json", "loss.png"}
+    # The checkpoint remembers the model class, so sample needs no --model.
+    proc = run_cli(
+        "sample",
+        "--checkpoint",
+        str(out / "ckpt.pt"),
+        "--tokens",
+        "30",
+        "--prompt",
+        "x = ",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("x = ")
+    proc = run_cli(
+        "train",
+        *TINY,
+        "--steps",
+        "16",
+        "--out",
+        str(out),
+        "--sample-tokens",
+        "0",
+        "--resume",
+        str(out / "ckpt.pt"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "step 16" in proc.stdout
+
+
+def test_unknown_preset():
+    assert_one_line_error(run_cli("train", "--preset", "huge"), "unknown preset 'huge'", "cpu-tiny")
+
+
+def test_missing_corpus_file(tmp_path):
+    proc = run_cli("train", *TINY, "--corpus", str(tmp_path / "missing.txt"))
+    assert_one_line_error(proc, "corpus file not found")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    assert_one_line_error(run_cli("sample", "--checkpoint", str(bad)), "corrupt")
+    assert_one_line_error(run_cli("train", *TINY, "--resume", str(bad)), "corrupt")
+
+
+def test_missing_checkpoint(tmp_path):
+    proc = run_cli("sample", "--checkpoint", str(tmp_path / "none.pt"))
+    assert_one_line_error(proc, "checkpoint not found")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("lm_tinymodel", "MODULE:CLASS"),
+        ("no_such_module_xyz:Model", "cannot import"),
+        ("lm_tinymodel:Missing", "no attribute"),
+        ("torch.nn:Linear", "Linear(config) failed"),
+        ("lm_tinymodel:rope_tables", "not a class"),
+    ],
+)
+def test_bad_model_spec_or_interface(spec, fragment):
+    proc = run_cli("train", "--model", spec, "--preset", "cpu-tiny", "--device", "cpu")
+    assert_one_line_error(proc, fragment)
+
+
+def test_model_returning_wrong_shape(tmp_path):
+    (tmp_path / "wrongmodel.py").write_text(
+        "import torch\n"
+        "class Wrong(torch.nn.Module):\n"
+        "    def __init__(self, config):\n"
+        "        super().__init__()\n"
+        "        self.config = config\n"
+        "        self.w = torch.nn.Linear(1, 1)\n"
+        "    def forward(self, idx):\n"
+        "        return torch.zeros(idx.shape[0], 7)\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "course.lm",
+            "train",
+            "--model",
+            "wrongmodel:Wrong",
+            "--preset",
+            "cpu-tiny",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_error(proc, "must return logits of shape")
+
+
+def test_unknown_flag_and_no_command():
+    assert_one_line_error(run_cli("train", "--bogus"), "unrecognized arguments")
+    proc = run_cli()
+    assert proc.returncode == 2
+
+
+def test_bench_rejects_unknown_section():
+    proc = run_cli("bench", "--model", "lm_tinymodel:TinyLM", "--only", "warp")
+    assert_one_line_error(proc, "unknown bench section")
+
+
+def test_default_model_without_solutions_is_a_clear_error(monkeypatch):
+    import importlib.abc
+
+    from course.lm.errors import ModelSpecError
+    from course.lm.models import DEFAULT_MODEL, load_model_class
+
+    class HideSolutions(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "solutions" or name.startswith("solutions."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [HideSolutions(), *sys.meta_path])
+    with pytest.raises(ModelSpecError, match="not installed") as info:
+        load_model_class(None)
+    assert DEFAULT_MODEL in str(info.value) and "--model" in str(info.value)
+
+
+def test_course_lm_imports_neither_solutions_nor_autograder():
+    code = (
+        "import sys, course.lm, course.lm.cli, course.lm.train, course.lm.sample, "
+        "course.lm.bench, course.lm.corpus, course.lm.models\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('solutions', 'autograder')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr

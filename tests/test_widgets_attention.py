@@ -1,0 +1,181 @@
+"""Lessons 02 and 03's explorers build and update headless, run the learner's functions, and hide
+when grading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course.widgets import attention_explorer, masking_explorer
+from solutions.kernels import attention as A
+from solutions.kernels import masks as M
+
+
+def weights(q, k, mask=None, scale=None):
+    return A.masked_softmax(A.attention_scores(q, k, scale), mask)
+
+
+def attention(q, k, v, mask=None):
+    return A.scaled_dot_product_attention(q, k, v, mask=mask)
+
+
+def padding(lengths, max_len=None):
+    return M.padding_mask(lengths, max_len)
+
+
+def explorer(**overrides):
+    fns = dict(
+        attention_fn=attention,
+        causal_fn=M.causal_mask,
+        padding_fn=padding,
+        window_fn=M.sliding_window_mask,
+        combine_fn=M.combine_masks,
+    )
+    fns.update(overrides)
+    return masking_explorer(**fns)
+
+
+# ---------------------------------------------------------------- lesson 02
+
+
+def test_attention_explorer_runs_the_learners_functions_on_every_control():
+    calls = []
+
+    def spy(q, k, mask=None, scale=None):
+        calls.append((q.shape[-1], scale))
+        return weights(q, k, mask, scale)
+
+    w = attention_explorer(spy, A.attention_entropy)
+    first = w.image.value
+    assert bytes(first).startswith(b"\x89PNG") and w.error is None
+    w.width.value = 1024
+    assert (1024, 1 / 32) in calls and w.image.value != first
+    w.scale_by.value = "1"
+    assert any(scale == 1.0 for _, scale in calls)
+    before = w.image.value
+    w.row.value = 5
+    assert w.image.value != before and w.state["row_index"] == 5
+    assert w.updates == 4
+
+
+@pytest.mark.parametrize("d_k", [1, 16, 256, 1024])
+def test_scaling_by_sqrt_d_k_keeps_the_score_spread_near_one(d_k):
+    w = attention_explorer(weights, A.attention_entropy)
+    w.width.value = d_k
+    assert w.state["theory_std"] == pytest.approx(1.0)
+    assert 0.7 < w.state["score_std"] < 1.3
+    w.scale_by.value = "1"
+    assert w.state["theory_std"] == pytest.approx(math.sqrt(d_k))
+    assert 0.7 < w.state["score_std"] / math.sqrt(d_k) < 1.3
+
+
+def test_unscaled_wide_heads_saturate_and_d_k_scaling_flattens():
+    w = attention_explorer(weights, A.attention_entropy)
+    w.width.value, w.scale_by.value = 1024, "1"
+    assert w.state["mean_entropy"] < 0.5 and w.state["max_grad"] < 0.05
+    w.scale_by.value = "d_k"
+    assert w.state["mean_entropy"] > 0.99 * math.log(16)
+    w.scale_by.value = "√d_k"
+    assert 0.5 < w.state["mean_entropy"] < 0.97 * math.log(16)
+
+
+def test_largest_gradient_is_autograd_through_the_learners_weights():
+    w = attention_explorer(weights, A.attention_entropy)
+    p = w.state["row"]
+    # max_ij |d p_i / d z_j| is on the diagonal, p_i (1 - p_i), at the largest p_i
+    assert w.state["max_grad"] == pytest.approx(float((p * (1 - p)).max()), rel=1e-4)
+    assert "autograd" in w.state["grad_source"]
+    assert "largest softmax gradient" in w.readout.value
+
+
+def test_attention_explorer_warns_when_rows_do_not_sum_to_one():
+    def after_softmax(q, k, mask=None, scale=None):
+        return weights(q, k, mask, scale) * 0.5
+
+    w = attention_explorer(after_softmax, A.attention_entropy)
+    assert "sum to" in w.state["warning"] and "⚠" in w.readout.value
+
+
+def test_attention_explorer_shows_learner_errors():
+    def unwritten(*args, **kwargs):
+        raise NotImplementedError()
+
+    assert "not written yet" in attention_explorer(unwritten, A.attention_entropy).readout.value
+    assert "not written yet" in attention_explorer(weights, unwritten).readout.value
+    w = attention_explorer(lambda q, k, mask=None, scale=None: q @ k.T, A.attention_entropy)
+    assert w.error is None  # wrong values are shown, not refused
+    w = attention_explorer(lambda q, k, mask=None, scale=None: q, A.attention_entropy)
+    assert "shape" in w.error and w.image.value == b""
+
+
+# ---------------------------------------------------------------- lesson 03
+
+
+def test_masking_explorer_causal_mask_has_no_leak():
+    w = explorer()
+    assert w.error is None and bytes(w.image.value).startswith(b"\x89PNG")
+    t = w.state["token"]
+    assert w.state["changed"].tolist() == [p >= t for p in range(10)]
+    assert not w.state["leak"] and "leak" not in w.readout.value
+    assert torch.equal(w.state["mask"], M.causal_mask(10))
+
+
+def test_masking_explorer_without_the_causal_mask_leaks():
+    w = explorer()
+    first = w.image.value
+    w.causal.value = False
+    assert w.state["leak"] and "⚠ leak" in w.readout.value
+    assert w.image.value != first
+
+
+def test_masking_explorer_weights_are_the_learners_attention_weights():
+    w = explorer()
+    w.window.value, w.window_size.value = True, 3
+    got = w.state["weights"]
+    assert torch.allclose(got.sum(-1), torch.ones(10, dtype=got.dtype))
+    assert (got[~M.sliding_window_mask(10, 3)] == 0).all()
+
+
+def test_padding_and_window_create_empty_rows_shown_as_zeros():
+    w = explorer()
+    w.padding.value, w.length.value = True, 3
+    w.window.value, w.window_size.value = True, 2
+    assert w.state["empty_rows"] == [4, 5, 6, 7, 8, 9]
+    assert w.state["empty_rows_zero"] and w.state["nan_rows"] == []
+    assert "may attend to nothing" in w.readout.value
+
+
+def test_the_nan_trap_is_shown():
+    def minus_inf(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, -1) @ v
+
+    w = explorer(attention_fn=minus_inf)
+    w.padding.value, w.length.value = True, 3
+    w.window.value, w.window_size.value = True, 2
+    assert w.state["nan_rows"] == [4, 5, 6, 7, 8, 9]
+    assert "NaN" in w.readout.value
+
+
+def test_an_off_by_one_causal_mask_shows_as_a_leak():
+    w = explorer(causal_fn=lambda n, past=0: torch.ones(n, n, dtype=torch.bool).tril(1))
+    assert w.state["leak"] and w.state["changed"][w.state["token"] - 1]
+
+
+def test_masking_explorer_reports_bad_masks():
+    w = explorer(causal_fn=lambda n, past=0: M.causal_mask(n).float())
+    assert "torch.bool" in w.error
+    w = explorer(combine_fn=lambda *m: torch.ones(3, 3, dtype=torch.bool))
+    assert "broadcast" in w.error
+
+
+def test_nothing_renders_under_nbgrader(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    for w in (attention_explorer(weights, A.attention_entropy), explorer()):
+        assert list(w._repr_mimebundle_()) == ["text/plain"] and w.show() is None
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    assert "application/vnd.jupyter.widget-view+json" in explorer()._repr_mimebundle_()
