@@ -1,32 +1,36 @@
-"""Execute one submission inside the sandbox: `python -m autograder.execute WORKDIR < notebook`.
+"""Execute one submission: the notebook client runs here, on the grader's side; only the
+kernel runs inside the sandbox, reached over Unix sockets in the job's folder (so the
+kernel needs no network at all, and nothing it does can edit what the client records).
 
-Runs every cell with a per-cell timeout (a hanging cell is interrupted and the next one
-runs), caps how much output a cell may keep, survives a kernel that dies, and writes
-`WORKDIR/execution.json` after every cell (so a run killed for its wall-clock limit still
-says how far it got) and `WORKDIR/executed.ipynb` at the end.
-
-The notebook arrives on stdin, so the hidden tests' source is never a file the learner's
-code could open. Verdicts are not computed here: the hidden cells only record results.
+Every cell runs with a per-cell timeout (a hanging cell is interrupted and the next one
+runs) and an output cap; a kernel that dies ends the run with the cells after it marked
+not run; the whole notebook has a wall-clock limit. Verdicts are not computed here: the
+hidden cells only record results.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-PREAMBLE = (
-    "import autograder.judge as _autograder_judge  # noqa: captured before any learner code\n"
-    "del _autograder_judge\n"
-)
+PREAMBLE = "import autograder.judge  # captured before any learner code runs\n"
 TRUNCATED = "\n[output truncated by the grader: this cell printed more than {limit} bytes]\n"
+
+
+class WrappedKernelManager(AsyncKernelManager):
+    """Starts the kernel through `wrapper` (prlimit, bubblewrap) over IPC sockets."""
+
+    wrapper: list[str] = []
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
 
 
 class CappedClient(NotebookClient):
@@ -61,78 +65,91 @@ def _cell_status(cell) -> tuple[str, str]:
     return "ok", ""
 
 
-async def run(nb, workdir: Path, cell_timeout: int, output_bytes: int) -> dict:
-    client = CappedClient(
-        nb,
-        timeout=cell_timeout,
+def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_bytes: int):
+    manager_class = type("JobKernelManager", (WrappedKernelManager,), {"wrapper": list(wrapper)})
+    km = manager_class(
         kernel_name="python3",
+        transport="ipc",
+        ip=str(workdir / ".kernel"),
+        connection_file=str(workdir / ".kernel.json"),
+    )
+    timeout_error = {
+        "ename": "CellTimeoutError",
+        "evalue": f"cell ran past {cell_timeout} s",
+        "traceback": [f"CellTimeoutError: the grader stopped this cell after {cell_timeout} s"],
+    }
+    return CappedClient(
+        nb,
+        km=km,
+        timeout=cell_timeout,
         allow_errors=True,
         interrupt_on_timeout=True,
+        shutdown_kernel="immediate",
         resources={"metadata": {"path": str(workdir)}},
         cell_output_bytes=output_bytes,
-        error_on_timeout={
-            "ename": "CellTimeoutError",
-            "evalue": f"cell ran past {cell_timeout} s",
-            "traceback": [f"CellTimeoutError: the grader stopped this cell after {cell_timeout} s"],
-        },
+        error_on_timeout=timeout_error,
     )
-    report = {"cells": [], "kernel_died": False, "started": time.time()}
-    async with client.async_setup_kernel():
-        preamble = nbformat.v4.new_code_cell(PREAMBLE)
-        await client.async_execute_cell(preamble, -1)
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            meta = cell.get("metadata", {})
-            grade_id = meta.get("nbgrader", {}).get("grade_id", "")
-            entry = {
-                "index": index,
-                "grade_id": grade_id,
-                "hidden_tests_of": meta.get("autograder", {}).get("hidden_tests_of", ""),
-            }
-            start = time.perf_counter()
-            if report["kernel_died"]:
-                entry.update(status="not-run", detail="the kernel had died in an earlier cell")
-            else:
-                try:
-                    await client.async_execute_cell(cell, index)
-                    entry["status"], entry["detail"] = _cell_status(cell)
-                except CellTimeoutError:
-                    entry.update(status="timeout", detail=f"ran past {cell_timeout} s")
-                except DeadKernelError:
-                    report["kernel_died"] = True
-                    entry.update(
-                        status="kernel-died",
-                        detail="the kernel died (exit, crash, or out of memory)",
-                    )
-                except CellExecutionError as exc:
-                    entry.update(status="error", detail=str(exc)[:300])
-            entry["seconds"] = round(time.perf_counter() - start, 3)
-            entry["truncated"] = index in client.truncated
-            report["cells"].append(entry)
-            _write_json(workdir / "execution.json", report)
-    return report
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+async def _run_cells(client, nb, report: dict, cell_timeout: int) -> None:
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.get("metadata", {})
+        entry = {
+            "index": index,
+            "grade_id": meta.get("nbgrader", {}).get("grade_id", ""),
+            "hidden_tests_of": meta.get("autograder", {}).get("hidden_tests_of", ""),
+        }
+        report["cells"].append(entry)
+        start = time.perf_counter()
+        if report["kernel_died"]:
+            entry.update(status="not-run", detail="the kernel had died in an earlier cell")
+            continue
+        entry["status"] = "running"
+        try:
+            await client.async_execute_cell(cell, index)
+            entry["status"], entry["detail"] = _cell_status(cell)
+        except CellTimeoutError:
+            entry.update(status="timeout", detail=f"ran past {cell_timeout} s")
+        except DeadKernelError:
+            report["kernel_died"] = True
+            entry.update(
+                status="kernel-died", detail="the kernel died (exit, crash or out of memory)"
+            )
+        except CellExecutionError as exc:
+            entry.update(status="error", detail=str(exc)[:300])
+        entry["seconds"] = round(time.perf_counter() - start, 3)
+        entry["truncated"] = index in client.truncated
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("--cell-timeout", type=int, default=30)
-    parser.add_argument("--output-bytes", type=int, default=200_000)
-    args = parser.parse_args(argv)
-    nb = nbformat.reads(sys.stdin.read(), as_version=4)
-    report = asyncio.run(run(nb, args.workdir, args.cell_timeout, args.output_bytes))
+async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -> None:
+    with open(workdir / "kernel.log", "wb") as log:
+        async with client.async_setup_kernel(env=env, cwd=str(workdir), stdout=log, stderr=log):
+            await _execute_in_kernel(client, nb, report, limits)
+
+
+async def _execute_in_kernel(client, nb, report: dict, limits) -> None:
+    await client.async_execute_cell(nbformat.v4.new_code_cell(PREAMBLE), -1)
+    try:
+        await asyncio.wait_for(
+            _run_cells(client, nb, report, limits.cell_timeout_s), limits.notebook_timeout_s
+        )
+    except TimeoutError:
+        report["timed_out"] = True
+        for entry in report["cells"]:
+            if entry.get("status") == "running":
+                entry.update(status="timeout", detail="the notebook's time limit ran out")
+
+
+def execute(nb, workdir: Path, limits, wrapper: list[str], env: dict) -> dict:
+    """Run `nb` in place (outputs are added to it) and return what happened, cell by cell."""
+    client = _client(nb, workdir, wrapper, limits.cell_timeout_s, limits.cell_output_bytes)
+    report = {"cells": [], "kernel_died": False, "timed_out": False, "started": time.time()}
+    try:
+        asyncio.run(_execute(client, nb, report, env, workdir, limits))
+    except (DeadKernelError, RuntimeError, OSError) as exc:
+        report["kernel_died"] = True
+        report["startup_error"] = f"{type(exc).__name__}: {exc}"[:500]
     report["finished"] = time.time()
-    _write_json(args.workdir / "execution.json", report)
-    nbformat.write(nb, args.workdir / "executed.ipynb")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report

@@ -24,9 +24,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -243,53 +240,12 @@ def _kernel_env(workdir: Path, settings: Settings) -> dict[str, str]:
 
 
 def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str]:
-    limits = settings.limits
-    argv = [
-        sys.executable,
-        "-m",
-        "autograder.execute",
-        str(workdir),
-        f"--cell-timeout={limits.cell_timeout_s}",
-        f"--output-bytes={limits.cell_output_bytes}",
-    ]
-    cmd, isolation = sandbox.command(argv, workdir, settings.root)
-    stderr_path = workdir / "executor.log"
-    with open(stderr_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            env=_kernel_env(workdir, settings),
-            cwd=workdir,
-            preexec_fn=sandbox.apply_limits(limits),
-        )
-        timed_out = False
-        try:
-            proc.communicate(nbformat.writes(merged).encode(), timeout=limits.notebook_timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-    execution = _read_execution(workdir)
-    execution["timed_out"] = timed_out
-    execution["returncode"] = proc.returncode
+    from autograder.execute import execute
+
+    wrapper, isolation = sandbox.kernel_wrapper(workdir, settings.root, settings.limits)
+    execution = execute(merged, workdir, settings.limits, wrapper, _kernel_env(workdir, settings))
+    nbformat.write(merged, workdir / "executed.ipynb")
     return execution, isolation
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _read_execution(workdir: Path) -> dict:
-    try:
-        data = json.loads((workdir / "execution.json").read_text())
-        return data if isinstance(data, dict) else {"cells": []}
-    except (OSError, ValueError):
-        return {"cells": []}
 
 
 def _cell_problem(execution: dict, grade_id: str) -> str:
@@ -344,7 +300,7 @@ def _execution_summary(execution: dict) -> dict:
     return {
         "timed_out": bool(execution.get("timed_out")),
         "kernel_died": bool(execution.get("kernel_died")),
-        "returncode": execution.get("returncode"),
+        "startup_error": execution.get("startup_error"),
         "cells_run": sum(1 for c in cells if c.get("status") not in ("not-run",)),
         "timeouts": [
             c.get("grade_id") or c.get("index") for c in cells if c.get("status") == "timeout"

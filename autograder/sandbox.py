@@ -12,11 +12,8 @@ hidden and the network stays reachable: the grade report says so in a warning.
 from __future__ import annotations
 
 import functools
-import os
-import resource
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +75,23 @@ def hidden_paths(grading_root: Path) -> list[Path]:
     return [p for p in candidates if p.exists()]
 
 
-def command(argv: list[str], workdir: Path, grading_root: Path) -> tuple[list[str], str]:
-    """The command line that runs `argv` for one submission, and the isolation it gets."""
+def kernel_wrapper(workdir: Path, grading_root: Path, limits: Limits) -> tuple[list[str], str]:
+    """The command prefix that starts one submission's kernel, and the isolation it gets.
+
+    `prlimit` caps memory and file size whatever happens; bubblewrap, when usable, adds
+    the file-system and network isolation. The kernel talks to the grader over Unix
+    sockets in `workdir`, so it needs no network namespace of ours at all.
+    """
+    prefix = [
+        shutil.which("prlimit") or "prlimit",
+        f"--as={limits.memory_bytes}",
+        f"--fsize={limits.file_bytes}",
+        "--core=0",
+        "--",
+    ]
     bwrap = bwrap_path()
     if bwrap is None:
-        return argv, "rlimits"
+        return prefix, "rlimits"
     cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for path in hidden_paths(grading_root):
         if path.is_dir():
@@ -95,30 +104,15 @@ def command(argv: list[str], workdir: Path, grading_root: Path) -> tuple[list[st
         str(workdir),
         "--chdir",
         str(workdir),
-        "--setenv",
-        "HOME",
-        str(workdir),
-        "--setenv",
-        "TMPDIR",
-        "/tmp",
         "--unshare-net",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
         "--die-with-parent",
         "--new-session",
-        *argv,
+        # Inside the PID namespace the kernel's parent is PID 1, which ipykernel's parent
+        # poller reads as "my parent died"; bubblewrap's --die-with-parent does that job.
+        "--unsetenv",
+        "JPY_PARENT_PID",
     ]
-    return cmd, "bubblewrap"
-
-
-def apply_limits(limits: Limits) -> Callable[[], None]:
-    """A preexec function: own process group (to kill it whole), memory and file-size caps."""
-
-    def preexec() -> None:
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return preexec
+    return prefix + cmd, "bubblewrap"
