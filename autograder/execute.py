@@ -25,12 +25,23 @@ TRUNCATED = "\n[output truncated by the grader: this cell printed more than {lim
 
 
 class WrappedKernelManager(AsyncKernelManager):
-    """Starts the kernel through `wrapper` (prlimit, bubblewrap) over IPC sockets."""
+    """Starts the kernel through `wrapper` (prlimit, bubblewrap) over IPC sockets.
+
+    Interrupts go as messages on the control channel: a signal would reach the wrapper
+    process, not the kernel inside the sandbox.
+    """
 
     wrapper: list[str] = []
 
     def format_kernel_cmd(self, extra_arguments=None):
         return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+
+    @property
+    def kernel_spec(self):
+        spec = super().kernel_spec
+        if spec is not None:
+            spec.interrupt_mode = "message"
+        return spec
 
 
 class CappedClient(NotebookClient):

@@ -46,6 +46,7 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="autocast dtype")
     p.add_argument("--target-loss", type=float, help="stop once validation reaches this")
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, one per core)")
     p.add_argument("--sample-tokens", type=int, default=400, help="sample length after training")
 
 
@@ -111,6 +112,7 @@ def cmd_train(args) -> int:
         "precision": args.precision,
         "target_val_loss": args.target_loss,
         "seed": args.seed,
+        "num_threads": args.threads,
     }
     for key, value in overrides.items():
         if value is not None:

@@ -193,6 +193,10 @@ class Trainer:
     def _set_threads(self) -> None:
         if self.device.type == "cpu" and self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
+        if self.device.type == "cuda":
+            # TF32 tensor cores for whatever still runs in float32 (autocast leaves some ops).
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     def _build_model(self, model_or_cls) -> nn.Module:
         if isinstance(model_or_cls, nn.Module):

@@ -51,8 +51,9 @@ class Explorer:
         self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="760px"))
         self.readout = W.HTML()
         # Controls keep their own width (sliders are 340px); the picture takes the rest.
-        self.controls_box = W.VBox(self.controls(), layout=W.Layout(
-            min_width="260px", max_width="380px", flex="0 0 auto"))
+        self.controls_box = W.VBox(
+            self.controls(), layout=W.Layout(min_width="260px", max_width="380px", flex="0 0 auto")
+        )
         for control in self.controls_box.children:
             if hasattr(control, "value"):
                 control.observe(lambda _change: self.update(), names="value")

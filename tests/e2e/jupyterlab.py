@@ -328,6 +328,31 @@ def errors(cell_list: list[dict]) -> list[tuple[int, dict]]:
     return [(c["index"], o) for c in cell_list for o in c["outputs"] if o["output_type"] == "error"]
 
 
+DRAWS = re.compile(r"\bplt\.(show|subplots|figure|plot|imshow|hist|bar)\(")
+
+
+def figures_missing(cell_list: list[dict]) -> list[int]:
+    """Executed cells that draw with pyplot but show no image (a backend that shows nothing)."""
+    return [
+        c["index"]
+        for c in cell_list
+        if c["type"] == "code"
+        and c["count"] is not None
+        and DRAWS.search(c["source"])
+        and not any(k.startswith("image/") for o in c["outputs"] for k in o.get("data", {}))
+        and not any(o["output_type"] == "error" for o in c["outputs"])
+    ]
+
+
+def stderr_outputs(cell_list: list[dict]) -> list[tuple[int, str]]:
+    return [
+        (c["index"], o.get("text", ""))
+        for c in cell_list
+        for o in c["outputs"]
+        if o["output_type"] == "stream" and o.get("name") == "stderr"
+    ]
+
+
 def widget_outputs(page):
     """Locator of every rendered widget output (one per displayed top-level widget)."""
     return page.locator(f'.jp-OutputArea-output[data-mime-type="{WIDGET_MIME}"]')

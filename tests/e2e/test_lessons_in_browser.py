@@ -29,6 +29,7 @@ from tests.e2e.jupyterlab import (
     describe,
     error_text,
     errors,
+    figures_missing,
     idle_count,
     lesson_notebooks,
     open_notebook,
@@ -36,6 +37,7 @@ from tests.e2e.jupyterlab import (
     run_all,
     screenshot,
     scroll_to_cell,
+    stderr_outputs,
     wait_handled,
 )
 
@@ -71,7 +73,7 @@ def expect():
 
 @pytest.mark.skipif(not SOLUTIONS, reason="no lesson in solutions/")
 @pytest.mark.parametrize("notebook", SOLUTIONS, ids=ids)
-def test_solution_runs_and_every_widget_responds(page, lab, notebook):
+def test_solution_runs_its_widgets_respond_and_it_validates(page, lab, notebook):
     name = name_of(notebook)
     open_notebook(page, lab, notebook.as_posix(), workspace=name)
     expect()(page.locator(".jp-NotebookPanel-toolbar .validate-button")).to_be_visible()
@@ -86,23 +88,32 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
         if c["type"] == "code" and c["source"].strip() and c["count"] is None
     ]
     assert not not_run, f"{notebook}: cells {not_run} did not run"
+    noise = [f"cell {i}: {text[-500:]}" for i, text in stderr_outputs(cell_list)]
+    assert not noise, f"{notebook}: a learner sees stderr output\n" + "\n".join(noise)
+    blank = figures_missing(cell_list)
+    assert not blank, f"{notebook}: cells {blank} draw with pyplot but show no image"
 
     # Static figures: every image/png output is an <img> the browser decoded.
     n_png = sum("image/png" in o.get("data", {}) for c in cell_list for o in c["outputs"])
     figures = page.locator(FIGURES)
-    expect()(figures).to_have_count(n_png)
+    expect()(figures, f"{notebook}: figures not shown").to_have_count(n_png)
     for i in range(n_png):
         figures.nth(i).scroll_into_view_if_needed()
         page.wait_for_function(IMAGES_LOADED, arg=figures.nth(i).element_handle())
 
     # Widgets: each rendered (the widget manager found its model), then each control moved.
-    expect()(page.get_by_text("Error displaying widget")).to_have_count(0)
+    manager = "is @jupyter-widgets/jupyterlab-manager enabled and matching ipywidgets?"
+    expect()(
+        page.get_by_text("Error displaying widget"), f"{notebook}: a widget failed ({manager})"
+    ).to_have_count(0)
     widget_cells = [
         c["index"] for c in cell_list if any(WIDGET_MIME in o.get("data", {}) for o in c["outputs"])
     ]
     assert widget_cells, f"{notebook}: no widget displayed (every lesson has at least one)"
     widgets = page.locator(WIDGET_OUTPUTS)
-    expect()(widgets).to_have_count(len(widget_cells))
+    expect()(widgets, f"{notebook}: widgets not rendered ({manager})").to_have_count(
+        len(widget_cells)
+    )
     exercised = []
     for w in range(len(widget_cells)):
         widget = widgets.nth(w)
@@ -156,21 +167,15 @@ def test_solution_runs_and_every_widget_responds(page, lab, notebook):
     screenshot(page, name)
     print(f"{notebook}: moved {len(exercised)} controls: " + "; ".join(exercised))
 
-
-@pytest.mark.skipif(not SOLUTIONS, reason="no lesson in solutions/")
-@pytest.mark.parametrize("notebook", SOLUTIONS, ids=ids)
-def test_validate_button_reports_success_on_the_solution(page, lab, notebook):
-    """nbgrader's toolbar button: saves, runs `nbgrader validate` in the server (with the
-    repository's nbgrader_config.py, the server's working directory) and shows the result."""
-    open_notebook(page, lab, notebook.as_posix(), workspace=f"validate-{name_of(notebook)}")
+    # nbgrader's toolbar button: saves (the scratch copy), runs `nbgrader validate` inside the
+    # server with the repository's nbgrader_config.py (its working directory), shows a dialog.
     button = page.locator(".jp-NotebookPanel-toolbar .validate-button")
     expect()(button).to_be_enabled()
     button.click()
     dialog = page.locator(".jp-Dialog").filter(has_text="Validation Results")
     dialog.wait_for(timeout=VALIDATE_TIMEOUT_S * 1000)
-    body = dialog.locator(".jp-Dialog-body")
-    text = body.inner_text()
-    screenshot(page, f"validate-{name_of(notebook)}")
+    text = dialog.locator(".jp-Dialog-body").inner_text()
+    screenshot(page, f"{name}-validate")
     assert "Success! Your notebook passes all the tests." in text, f"{notebook}:\n{text}"
     dialog.get_by_role("button", name="Ok").click()
     expect()(dialog).to_have_count(0)
@@ -210,6 +215,8 @@ def test_blank_notebook_stops_with_a_clear_message_at_the_first_exercise(page, l
         if c["type"] == "code" and c["source"].strip() and c["count"] is None
     ]
     assert not before, f"{notebook}: cells {before} before the first exercise did not run"
+    blank = figures_missing(cell_list[:index])
+    assert not blank, f"{notebook}: cells {blank} draw with pyplot but show no image"
     after = [c["index"] for c in cell_list[index + 1 :] if c["type"] == "code" and c["count"]]
     assert not after, f"{notebook}: cells {after} ran after the first unsolved exercise"
 
