@@ -491,7 +491,9 @@ def _execution_key(job: Job, settings: Settings) -> str | None:
         )
     except sanitize.UnreadableNotebook:
         return None
-    digest = hashlib.sha256(nbformat.writes(merged).encode())
+    # Cell ids are random for inserted cells: hash what executes, not the file.
+    cells = [(c.cell_type, c.source, c.get("metadata", {}).get("autograder")) for c in merged.cells]
+    digest = hashlib.sha256(json.dumps(cells, sort_keys=True).encode())
     digest.update(repr((job.lesson, job.notebook, settings.limits, settings.seed)).encode())
     return digest.hexdigest()
 

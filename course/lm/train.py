@@ -313,7 +313,8 @@ class Trainer:
                     break
         except (KeyboardInterrupt, StopTraining) as exc:
             result.interrupted = isinstance(exc, KeyboardInterrupt)
-            self._save(result, start)
+            # Only this process is here, so no collective: other ranks' streams are not saved.
+            self._save(result, start, gather=False)
         finally:
             if bar is not None:
                 bar.close()
@@ -388,9 +389,10 @@ class Trainer:
             "corpus": self.corpus.name,
         }
 
-    def _save(self, result: TrainResult, start: float) -> None:
+    def _save(self, result: TrainResult, start: float, gather: bool = True) -> None:
         # Every rank contributes its random state, so resuming under DDP continues each stream.
-        rng = distributed.gather_objects(self.dist, self._rng_state())
+        own = self._rng_state()
+        rng = distributed.gather_objects(self.dist, own) if gather else [own]
         if self.out_dir is None:
             return
         elapsed = self._elapsed(start)
