@@ -205,6 +205,8 @@ def _execute_and_judge(job: Job, template, submission, settings: Settings) -> di
     execution, isolation = _run_sandboxed(merged, workdir, settings)
     cells = _score_cells(template, probes, workdir, execution)
     warnings = _stderr_warnings(workdir)
+    summary = _execution_summary(execution)
+    findings += integrity.structural_findings(notes) + integrity.runtime_findings(summary)
     return {
         "status": "graded",
         "isolation": isolation,
@@ -213,7 +215,7 @@ def _execute_and_judge(job: Job, template, submission, settings: Settings) -> di
         "findings": [f.to_dict() for f in findings],
         "cells": cells,
         "score": sum(c["points"] for c in cells.values()),
-        "execution": _execution_summary(execution),
+        "execution": summary,
     }
 
 
@@ -516,6 +518,8 @@ def _adopt(result: dict, job: Job, settings: Settings) -> dict:
     submission = sanitize.read_submission(job.submission)
     _, notes = sanitize.merge(template, submission)
     findings = integrity.scan(sanitize.learner_sources(template, submission))
+    findings += integrity.structural_findings(notes)
+    findings += integrity.runtime_findings(result.get("execution", {}))
     own = json.loads(json.dumps(result, default=str))
     own.update(
         student=job.student,

@@ -222,3 +222,31 @@ def scan_source(cell: str, source: str) -> list[Finding]:
 def scan(sources: list[tuple[str, str]]) -> list[Finding]:
     """Findings for every (cell label, source) pair the learner wrote."""
     return [f for cell, source in sources for f in scan_source(cell, source)]
+
+
+def structural_findings(notes: list[str]) -> list[Finding]:
+    """Locked cells or grade ids the submission changed, deleted or duplicated (all restored)."""
+    return [
+        Finding("notebook", 0, "changed locked cells", note)
+        for note in notes
+        if "locked cell" in note or "duplicate" in note or "was missing" in note
+    ]
+
+
+def runtime_findings(execution: dict) -> list[Finding]:
+    """Limits the run hit: hangs, a dead kernel, memory exhaustion, flooded output."""
+    found = []
+    for cell in execution.get("timeouts", []):
+        found.append(Finding(str(cell), 0, "hit a limit", "ran past the per-cell time limit"))
+    if execution.get("timed_out"):
+        found.append(Finding("notebook", 0, "hit a limit", "ran past the notebook's time limit"))
+    if execution.get("kernel_died"):
+        found.append(
+            Finding("notebook", 0, "hit a limit", "the kernel died (exit, crash or memory)")
+        )
+    for cell in execution.get("truncated", []):
+        found.append(Finding(str(cell), 0, "hit a limit", "output truncated (too much output)"))
+    for error in execution.get("errors", []):
+        if "MemoryError" in error:
+            found.append(Finding(error.split(":")[0], 0, "hit a limit", "ran out of memory"))
+    return found

@@ -69,8 +69,8 @@ from solutions.kernels.softmax import softmax
 """
 READ_FILES = f"""
 import json
-src = json.load(open("{REPO / 'solutions' / LESSON / (NB + '.ipynb')}"))
-tests = open("{REPO / 'autograder' / 'exercises' / 'lesson01.py'}").read()
+src = json.load(open("{REPO / "solutions" / LESSON / (NB + ".ipynb")}"))
+tests = open("{REPO / "autograder" / "exercises" / "lesson01.py"}").read()
 """
 FAKE_JUDGE = """
 import sys, types
@@ -211,13 +211,20 @@ def test_naive_softmax_loses_only_the_stability_points(graded):
         ("reader", "opens grader files"),
         ("fakejudge", "patches a library"),
         ("forger", "opens grader files"),
+        ("editor", "changed locked cells"),
+        ("exiter", "hit a limit"),
+        ("hanger", "hit a limit"),
+        ("membomb", "hit a limit"),
+        ("flooder", "hit a limit"),
     ],
 )
 def test_attacks_gain_no_points_and_are_flagged(graded, student, kind):
     _, results = graded
     result = results[student]
     got = scores(result)
-    assert got["test-softmax-basic"] == 0 and got["test-softmax-stable"] == 0, student
+    assert sum(got.values()) <= sum(FULL.values()) and "bonus" not in got
+    if student not in ("exiter", "hanger", "membomb", "flooder"):  # these keep a correct softmax
+        assert got["test-softmax-basic"] == 0 and got["test-softmax-stable"] == 0, student
     assert kind in kinds(result), result["findings"]
 
 
