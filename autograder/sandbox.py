@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def kernel_wrapper(workdir: Path, grading_root: Path, limits: Limits) -> tuple[l
     if bwrap is None:
         return prefix, "rlimits"
     cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    # A checkout or virtual environment that lives under /tmp must stay visible.
+    for needed in sorted({REPO, Path(sys.prefix).resolve()}):
+        if needed.is_relative_to("/tmp"):
+            cmd += ["--ro-bind", str(needed), str(needed)]
     for path in hidden_paths(grading_root):
         if path.is_dir():
             cmd += ["--tmpfs", str(path)]
