@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -157,8 +158,12 @@ def execute(nb, workdir: Path, limits, wrapper: list[str], env: dict) -> dict:
     """Run `nb` in place (outputs are added to it) and return what happened, cell by cell."""
     client = _client(nb, workdir, wrapper, limits.cell_timeout_s, limits.cell_output_bytes)
     report = {"cells": [], "kernel_died": False, "timed_out": False, "started": time.time()}
+    # A thread of its own: the caller may already run an event loop (a notebook, a test
+    # session that used Playwright), and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(asyncio.run, _execute(client, nb, report, env, workdir, limits))
     try:
-        asyncio.run(_execute(client, nb, report, env, workdir, limits))
+        future.result()
     except (DeadKernelError, RuntimeError, OSError) as exc:
         report["kernel_died"] = True
         report["startup_error"] = f"{type(exc).__name__}: {exc}"[:500]

@@ -203,6 +203,9 @@ def _execute_and_judge(job: Job, template, submission, settings: Settings) -> di
     workdir = job_dir(settings.root, job)
     probes = _prepare_workdir(workdir, template, settings.seed)
     execution, isolation = _run_sandboxed(merged, workdir, settings)
+    if execution.get("startup_error") and not execution.get("cells"):
+        # Nothing of the learner's ran: a problem on the grader's side, not a score of 0.
+        raise RuntimeError(f"the kernel did not start: {execution['startup_error']}")
     cells = _score_cells(template, probes, workdir, execution)
     warnings = _stderr_warnings(workdir)
     summary = _execution_summary(execution)
