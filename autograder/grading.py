@@ -546,6 +546,16 @@ def _run_jobs(jobs: list[Job], settings: Settings, workers: int):
     # forkserver, not fork: forking a process whose torch thread pools are running can
     # deadlock the child on a lock another thread held at the moment of the fork.
     context = multiprocessing.get_context("forkserver")
+    # Import torch, nbclient and the reference kernels once in the fork server rather than
+    # once per worker (seconds each); nothing has started a thread pool there yet.
+    context.set_forkserver_preload(
+        [
+            "autograder.grading",
+            "autograder.execute",
+            "autograder.exercises",
+            "solutions.kernels.softmax",
+        ]
+    )
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(grade_job, job, settings): job for job in jobs}
         for future in as_completed(futures):
