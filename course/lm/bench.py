@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -129,7 +130,7 @@ def generation_speed(model_cls, preset: TrainConfig, device, repeats: int = 3) -
 def _memory_probe_code(model_spec: str, config: dict, attention: str) -> str:
     return f"""
 import json, resource, torch
-from course.lm.bench import _build
+from course.lm.bench import _build, _rss_peak_reset, _rss_peak_bytes
 from course.lm.config import ModelConfig
 from course.lm.models import load_model_class
 torch.set_num_threads(1)
@@ -138,19 +139,49 @@ model = _build(load_model_class({model_spec!r}), cfg, torch.device("cpu")).eval(
 idx = torch.randint(256, (1, {MEMORY_SEQ_LEN}))
 with torch.no_grad():
     model(idx[:, :64])  # load kernels and allocator pools before the baseline
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _rss_peak_reset()
     model(idx)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_bytes": (after - before) * 1024}}))
+    after = _rss_peak_bytes()
+print(json.dumps({{"peak_bytes": after - before}}))
 """
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _rss_peak_reset() -> int:
+    """Reset the kernel's peak-RSS mark (Linux: clear_refs 5) and return current RSS in bytes.
+
+    Without the reset, a peak reached earlier (while importing, building the model) would hide
+    any smaller peak of the forward pass.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:  # not Linux: ru_maxrss (bytes on macOS) is the best we have
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_peak_bytes() -> int:
+    try:
+        return _status_kib("VmHWM") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def forward_memory(model_spec: str, model_cls, preset: TrainConfig, device, attention) -> dict:
     """Extra memory one no-grad forward of (1, 2048) tokens needs.
 
-    CUDA: torch.cuda.max_memory_allocated above what was allocated before the call. CPU: the
-    growth of peak resident set size (ru_maxrss) of a fresh process across the call, so
-    allocator caching in this process cannot hide or inflate it.
+    CUDA: torch.cuda.max_memory_allocated above what was allocated before the call. CPU: in a
+    fresh process, the peak resident set size during the call (VmHWM, its mark reset just
+    before) minus the resident size before it; a fresh process so that this one's allocator
+    caches neither hide nor inflate it.
     """
     config = dataclasses.replace(preset.model, context_length=MEMORY_SEQ_LEN, attention=attention)
     if device.type == "cuda":
@@ -175,7 +206,7 @@ def forward_memory(model_spec: str, model_cls, preset: TrainConfig, device, atte
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-    return {"attention": attention, "peak_bytes": peak, "method": "ru_maxrss growth, subprocess"}
+    return {"attention": attention, "peak_bytes": peak, "method": "peak RSS growth in a fresh process"}
 
 
 def time_to_loss(model_cls, preset_name: str, preset: TrainConfig, corpus, device) -> dict:

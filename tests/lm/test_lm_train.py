@@ -63,10 +63,13 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_config, small_cor
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    # The same losses at the same steps (the split run also logged and evaluated at step 6).
-    events = [(h["step"], h.get("loss"), h.get("val_loss")) for h in resumed.history]
-    for h in straight.history:
-        assert (h["step"], h.get("loss"), h.get("val_loss")) in events
+    # The same validation losses at the same steps. (Logged training losses are means over
+    # a window of steps, and the split run's window restarts at the resume point.)
+    val = {h["step"]: h["val_loss"] for h in resumed.history if h.get("val_loss") is not None}
+    straight_val = [h for h in straight.history if h.get("val_loss") is not None]
+    assert straight_val
+    for h in straight_val:
+        assert val[h["step"]] == h["val_loss"]
 
 
 def test_resume_with_config_none_takes_the_checkpoints(tiny_config, small_corpus, tmp_path):
