@@ -12,7 +12,7 @@ ARGS   ?=
 LAB_ROOT ?= course
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps lab test test-fast release grade train bench lint format clean
+.PHONY: setup system-deps lab test release grade train bench lint format clean
 
 setup: $(STAMP)
 
