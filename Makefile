@@ -55,8 +55,7 @@ grade: setup
 	$(BIN)/python -m autograder grade $(ARGS)
 
 train: setup
-	$(BIN)/python -m course.lm train $(ARGS)
-	$(BIN)/python -m course.lm sample --prompt "def " --tokens 400
+	$(BIN)/python -m course.lm train --steps 3000 $(ARGS)
 
 bench: setup
 	$(BIN)/python -m course.lm bench $(ARGS)

@@ -56,7 +56,7 @@ def _add_sample(sub) -> None:
     p.add_argument("--checkpoint", default=os.path.join(DEFAULT_OUT, "ckpt.pt"))
     p.add_argument("--prompt", help="text to continue (default: 'def ' for stdlib runs)")
     p.add_argument("--tokens", type=int, default=500, help="how many bytes to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--temperature", type=float, default=0.6, help="0 is greedy")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
@@ -106,8 +106,9 @@ def cmd_train(args) -> int:
         config = TrainConfig.from_dict(ckpt["train_config"])
     else:
         config = get_preset(args.preset or default_preset_name(device))
+    if args.steps is not None:
+        config = config.with_steps(args.steps)
     overrides = {
-        "steps": args.steps,
         "compile": args.compile,
         "precision": args.precision,
         "target_val_loss": args.target_loss,
@@ -133,8 +134,8 @@ def cmd_train(args) -> int:
     print(f"saved {os.path.join(args.out, 'ckpt.pt')}, log.json and loss.png")
     if args.sample_tokens > 0:
         prompt = default_prompt(result.corpus)
-        text = sample_text(result.model, prompt, args.sample_tokens, temperature=0.8, seed=0)
-        print(f"--- sample (temperature 0.8) ---\n{text}\n---")
+        text = sample_text(result.model, prompt, args.sample_tokens, temperature=0.6, seed=0)
+        print(f"--- sample (temperature 0.6) ---\n{text}\n---")
     return 0
 
 

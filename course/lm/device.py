@@ -59,7 +59,14 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def supports_bf16(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """Native bf16 (Ampere or newer); emulated bf16 on older GPUs such as the T4 is slower than
+    float32, so it does not count."""
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older PyTorch: no emulation flag, and no emulation either
+        return torch.cuda.is_bf16_supported()
 
 
 def resolve_precision(device: torch.device, precision: Precision = "auto") -> torch.dtype:

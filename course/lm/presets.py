@@ -1,8 +1,9 @@
 """Training presets: a model size plus the hyperparameters that train it well on one device kind.
 
-`cpu-tiny` trains in seconds (tests, notebooks under a grader), `cpu` is tuned for a laptop or a
-2-core server (Tiny Shakespeare to val loss 1.88 in well under a minute), `gpu` for one modern
-GPU (bf16 + torch.compile).
+`cpu-tiny` trains in about a second (tests, notebooks under a grader). `cpu` is tuned for a
+laptop or a small server: on a 2-core Xeon it takes Tiny Shakespeare to validation loss 1.88 in
+about 15 s, evaluation included (nanoGPT's CPU recipe needs 74 s there for 1.886). `gpu` is
+for one modern GPU with bf16 and torch.compile.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ class TrainConfig:
         data["model"] = ModelConfig.from_dict(data.get("model", {}))
         return cls(**data)
 
+    def with_steps(self, steps: int) -> TrainConfig:
+        """A copy that trains for `steps` steps, its evaluation schedule stretched to match."""
+        if steps < 1:
+            raise PresetError(f"steps must be at least 1, got {steps}")
+        scale = steps / self.steps
+        new = copy.deepcopy(self)
+        new.steps = steps
+        new.first_eval_step = round(self.first_eval_step * scale)
+        new.eval_interval = max(1, round(self.eval_interval * scale))
+        return new
+
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.model.context_length
@@ -71,27 +83,37 @@ PRESETS: dict[str, TrainConfig] = {
         eval_batches=4,
         log_interval=5,
     ),
+    # Tuned on a 2-core Xeon for the fastest route to val loss 1.88 on Tiny Shakespeare: a
+    # narrow 3-layer model at context 64 does more optimizer steps per second than nanoGPT's
+    # 4x128 recipe, and beta1 = 0.8 with lr 4e-3 converges sooner than the usual 0.9 / 1e-3.
     "cpu": TrainConfig(
-        model=ModelConfig(context_length=128, d_model=128, n_layers=4, n_heads=4),
+        model=ModelConfig(context_length=64, d_model=96, n_layers=3, n_heads=4),
         batch_size=16,
-        steps=1200,
+        steps=700,
         lr=4e-3,
         min_lr=4e-4,
         warmup_steps=50,
+        beta1=0.8,
         beta2=0.99,
-        eval_interval=200,
+        eval_interval=50,
+        first_eval_step=450,
         eval_batches=100,
-        log_interval=20,
+        log_interval=25,
     ),
+    # For one modern GPU (bf16 + torch.compile): nanoGPT's Shakespeare size (6 x 384, context
+    # 256, batch 64) with the CPU-tuned optimizer settings, lr scaled down for the larger width.
+    # Aimed at val 1.47 within a minute on an H100; not yet timed on one.
     "gpu": TrainConfig(
-        model=ModelConfig(context_length=256, d_model=384, n_layers=6, n_heads=6, dropout=0.2),
+        model=ModelConfig(context_length=256, d_model=384, n_layers=6, n_heads=6, dropout=0.1),
         batch_size=64,
-        steps=5000,
-        lr=1.5e-3,
-        min_lr=1.5e-4,
+        steps=3000,
+        lr=2e-3,
+        min_lr=2e-4,
         warmup_steps=100,
+        beta1=0.8,
         beta2=0.99,
         eval_interval=250,
+        first_eval_step=1500,
         eval_batches=100,
         log_interval=50,
     ),

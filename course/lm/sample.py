@@ -4,6 +4,7 @@ one (`model.new_cache`, see protocol.py) and full recomputation of the window ot
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -61,7 +62,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.no_grad()
+@torch.inference_mode()  # like no_grad, minus autograd's version bookkeeping: cheaper per op
 def generate(
     model: nn.Module,
     prompt: torch.Tensor | Sequence[int],
@@ -90,9 +91,22 @@ def generate(
         generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
+    sampling = (temperature, top_k, top_p, generator)
+    start_state = generator.get_state() if generator is not None else None
     try:
-        step = _cached_steps if use_cache and has_cache(model) else _recompute_steps
-        out = step(model, idx, max_new_tokens, (temperature, top_k, top_p, generator))
+        if use_cache and has_cache(model):
+            try:
+                out = _cached_steps(model, idx, max_new_tokens, sampling)
+            except (NotImplementedError, TypeError) as exc:
+                # An unfinished cache (a stub, or a forward without `cache=`) should not stop
+                # sampling: say why, rewind the random stream, and recompute instead.
+                message = f"KV cache unusable ({type(exc).__name__}: {exc}); recomputing"
+                warnings.warn(message, stacklevel=3)
+                if start_state is not None:
+                    generator.set_state(start_state)
+                out = _recompute_steps(model, idx, max_new_tokens, sampling)
+        else:
+            out = _recompute_steps(model, idx, max_new_tokens, sampling)
     finally:
         model.train(was_training)
     return out[0] if squeeze else out

@@ -152,6 +152,13 @@ class Trainer:
         self.callback = callback if self.dist.is_main else None
         self.verbose = verbose and self.dist.is_main
         self.out_dir = Path(out_dir) if out_dir is not None and self.dist.is_main else None
+        try:
+            self._setup(model_or_cls, config, corpus, resume)
+        except BaseException:
+            distributed.teardown(self.dist)
+            raise
+
+    def _setup(self, model_or_cls, config, corpus, resume) -> None:
         ckpt = load_checkpoint(resume) if resume is not None else None
         if config is None and ckpt is not None and "train_config" in ckpt:
             config = TrainConfig.from_dict(ckpt["train_config"])
@@ -160,7 +167,7 @@ class Trainer:
             self.config.model = copy.deepcopy(ckpt["model_config"])
         self.corpus = load_corpus(corpus)
         self._check_corpus()
-        self._set_threads()
+        self._configure_backend()
         self.model = self._build_model(model_or_cls)
         self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.config, self.device)
@@ -171,6 +178,7 @@ class Trainer:
         self.train_model = distributed.wrap(fast, self.dist, self.device)
         self.generator = torch.Generator().manual_seed(self.config.seed + self.dist.rank)
         self.step, self.elapsed_before, self.history = 0, 0.0, []
+        self.postfix: dict[str, str] = {}
         if ckpt is not None:
             self._restore(ckpt, resume)
         self.n_params = sum(p.numel() for p in self.model.parameters())
@@ -190,7 +198,7 @@ class Trainer:
                     f"{len(getattr(self.corpus, split))} bytes, fewer than one window of {need}"
                 )
 
-    def _set_threads(self) -> None:
+    def _configure_backend(self) -> None:
         if self.device.type == "cpu" and self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         if self.device.type == "cuda":
@@ -332,7 +340,8 @@ class Trainer:
             return
         self.history.append(event)
         if bar is not None:
-            bar.set_postfix(self._postfix(event), refresh=False)
+            self.postfix.update(self._postfix(event))
+            bar.set_postfix(self.postfix, refresh=False)
         if self.callback is not None:
             self.callback({**event, "model": self.model})
 

@@ -92,3 +92,15 @@ def test_sample_text_round_trips_the_prompt_and_is_reproducible():
     assert a.startswith("def f(") and a == sample_text(model, "def f(", 20, seed=7)
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [], 3)
+
+
+def test_a_stub_cache_falls_back_to_recompute_with_a_warning():
+    class StubCache(TinyLM):
+        def new_cache(self, batch_size, max_len):
+            raise NotImplementedError("write the KV cache in lesson 07")
+
+    torch.manual_seed(0)
+    model = StubCache(ModelConfig(context_length=32, d_model=32, n_layers=1, n_heads=2)).eval()
+    with pytest.warns(UserWarning, match="KV cache unusable"):
+        out = generate(model, [1, 2, 3], 10, seed=0)
+    assert torch.equal(out, generate(model, [1, 2, 3], 10, seed=0, use_cache=False))

@@ -165,3 +165,40 @@ def test_evaluate_is_deterministic_and_restores_training_mode(tiny_config, small
     b = evaluate(model, small_corpus.val, **kw)
     assert a == b and model.training
     assert a == pytest.approx(5.545, abs=0.3)  # about ln 256 at initialisation
+
+
+def test_progress_bar_only_on_a_terminal_outside_the_grader(monkeypatch):
+    import io
+    import sys
+
+    from course.lm.train import progress_enabled
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert progress_enabled() is True
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert progress_enabled() is False
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress_enabled() is False
+    assert progress_enabled(True) is True
+
+
+def test_presets_are_fresh_copies_and_steps_stretch_the_eval_schedule():
+    from course.lm.errors import PresetError
+    from course.lm.presets import PRESETS, TrainConfig, default_preset_name, get_preset
+
+    a = get_preset("cpu")
+    a.lr = 1.0
+    assert get_preset("cpu").lr != 1.0
+    assert default_preset_name("cpu") == "cpu" and default_preset_name("cuda") == "gpu"
+    with pytest.raises(PresetError, match="unknown preset"):
+        get_preset("tpu")
+    longer = get_preset("cpu").with_steps(2 * PRESETS["cpu"].steps)
+    assert longer.first_eval_step == 2 * PRESETS["cpu"].first_eval_step
+    assert longer.eval_interval == 2 * PRESETS["cpu"].eval_interval
+    assert TrainConfig.from_dict(longer.to_dict()) == longer
