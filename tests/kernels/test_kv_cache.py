@@ -11,16 +11,6 @@ from solutions.kernels.kv_cache import KVCache, cached_attention_step, kv_cache_
 from solutions.kernels.model import TransformerLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread costs more than it saves (far more when the
-    machine is busy, as OpenMP threads then wait for each other on every small op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randn(*shape, seed=0, dtype=torch.float32):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

@@ -12,16 +12,6 @@ from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.masks import causal_mask, combine_masks, padding_mask, sliding_window_mask
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread costs more than it saves (far more when the
-    machine is busy, as OpenMP threads then wait for each other on every small op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_causal_mask_is_lower_triangular():
     expected = torch.tensor(
         [[True, False, False], [True, True, False], [True, True, True]], dtype=torch.bool

@@ -15,16 +15,6 @@ from solutions.kernels.model import TransformerLM, sample_next_token
 POSITIONALS = ["rope", "sinusoidal", "learned", "alibi", "none"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread costs more than it saves (far more when the
-    machine is busy, as OpenMP threads then wait for each other on every small op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def config(**overrides):
     base = dict(vocab_size=50, context_length=32, d_model=32, n_layers=2, n_heads=4)
     return ModelConfig(**(base | overrides))

@@ -10,16 +10,6 @@ from torch import nn
 from solutions.kernels.norms import LayerNorm, RMSNorm, layer_norm, make_norm, rms_norm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread costs more than it saves (far more when the
-    machine is busy, as OpenMP threads then wait for each other on every small op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randn(*shape, seed=0, dtype=torch.float32):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
