@@ -19,7 +19,7 @@ from torch import nn
 
 from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.masks import causal_mask, combine_masks
-from solutions.kernels.positions import RopeLayout, apply_rope
+from solutions.kernels.positions import RopeLayout, apply_rope, rotate
 
 Backend = Literal["reference", "sdpa"]
 
@@ -281,10 +281,11 @@ class MultiHeadAttention(nn.Module):
         cache=None,
         layer: int = 0,
     ) -> torch.Tensor:
-        q, k, v = split_qkv(self.W_qkv(x), self.n_heads, self.n_kv_heads)
-        if rope is not None:
-            q = apply_rope(q, cos_sin=rope, layout=self.rope_layout)
-            k = apply_rope(k, cos_sin=rope, layout=self.rope_layout)
+        qkv = self.W_qkv(x)
+        if rope is None:
+            q, k, v = split_qkv(qkv, self.n_heads, self.n_kv_heads)
+        else:
+            q, k, v = self._rotated_qkv(qkv, rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)
         out = grouped_query_attention(
@@ -298,3 +299,20 @@ class MultiHeadAttention(nn.Module):
             backend=self.backend,
         )
         return self.W_o(merge_heads(out))
+
+    def _rotated_qkv(
+        self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`split_qkv` with RoPE applied to queries and keys in one rotation of both together.
+
+        `rope` is `(cos, sin)` of shape `(seq, head_dim / 2)` or `(batch, seq, head_dim / 2)`.
+        """
+        heads = self.n_heads + self.n_kv_heads
+        qk, v = qkv.split([heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
+        cos, sin = (t.unsqueeze(-2) for t in rope)  # broadcast over the heads
+        if cos.dtype != qkv.dtype:  # under autocast: rotate in the activations' dtype
+            cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
+        qk = rotate(qk.unflatten(-1, (heads, self.head_dim)), cos, sin, self.rope_layout)
+        qk = qk.transpose(-3, -2)  # (batch, heads, seq, head_dim)
+        q, k = qk.split([self.n_heads, self.n_kv_heads], dim=-3)
+        return q, k, split_heads(v, self.n_kv_heads)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course.lm.config import ModelConfig
-from solutions.kernels.blocks import TransformerBlock
+from solutions.kernels.blocks import Dropout, TransformerBlock
 from solutions.kernels.kv_cache import KVCache
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
 from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_table
@@ -44,9 +44,15 @@ class TransformerLM(nn.Module):
         elif c.positional == "sinusoidal":
             table = sinusoidal_table(c.context_length, c.d_model)
             self.register_buffer("pos_table", table, persistent=False)
-        elif c.positional not in ("rope", "alibi", "none"):
+        elif c.positional == "rope":
+            # The angle tables for every position, computed once: a cached decoding step then
+            # slices its row instead of redoing the trigonometry.
+            cos, sin = rope_cos_sin(torch.arange(c.context_length), c.head_dim, c.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        elif c.positional not in ("alibi", "none"):
             raise ValueError(f"unknown positional scheme {c.positional!r}")
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 c.d_model,
@@ -105,12 +111,11 @@ class TransformerLM(nn.Module):
         """
         _, T = idx.shape
         past = 0 if cache is None else cache.length
-        positions = torch.arange(past, past + T, device=idx.device)
         x = self.tok_emb(idx)
         if self.config.positional in ("learned", "sinusoidal"):
-            x = x + self.position_vectors(positions, past + T).to(x.dtype)
+            x = x + self.position_vectors(past, past + T).to(x.dtype)
         x = self.drop(x)
-        attn_inputs = self.attention_inputs(T, past, positions, x.dtype)
+        attn_inputs = self.attention_inputs(past, past + T, x.device, x.dtype)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache=cache, layer=layer, **attn_inputs)
         if cache is not None:
@@ -119,18 +124,20 @@ class TransformerLM(nn.Module):
             x = self.norm_f(x)
         return self.lm_head(x)
 
-    def position_vectors(self, positions: torch.Tensor, end: int) -> torch.Tensor:
-        """Learned or sinusoidal vectors for `positions`; both exist only below context_length."""
+    def position_vectors(self, start: int, end: int) -> torch.Tensor:
+        """Learned or sinusoidal vectors for positions `start .. end - 1`; both exist only below
+        context_length."""
         if end > self.config.context_length:
             raise ValueError(
                 f"position {end - 1} is beyond context_length={self.config.context_length}"
             )
         if self.config.positional == "learned":
-            return self.pos_emb(positions)
-        return self.pos_table[positions]
+            return self.pos_emb.weight[start:end]
+        return self.pos_table[start:end]
 
-    def attention_inputs(self, T: int, past: int, positions: torch.Tensor, dtype) -> dict:
-        """What every layer's attention needs, computed once per forward pass.
+    def attention_inputs(self, start: int, end: int, device, dtype) -> dict:
+        """What every layer's attention needs for queries at positions `start .. end - 1`,
+        computed once per forward pass.
 
         The causal mask is left to the attention (`is_causal`): aligned to the last key, it is
         right for a cache prefix too, and SDPA applies it without materialising it.
@@ -138,12 +145,21 @@ class TransformerLM(nn.Module):
         c = self.config
         inputs = {"is_causal": True}
         if c.positional == "rope":
-            inputs["rope"] = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=dtype)
+            inputs["rope"] = self.rope_tables(start, end)
         elif c.positional == "alibi":
             inputs["attn_bias"] = alibi_bias(
-                c.n_heads, T, past, device=positions.device, dtype=dtype
+                c.n_heads, end - start, start, device=device, dtype=dtype
             )
         return inputs
+
+    def rope_tables(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE's `(cos, sin)` for positions `start .. end - 1`: rows of the precomputed tables,
+        or computed afresh past `context_length` (a cache may be longer than the context)."""
+        if end <= self.rope_cos.shape[0]:
+            return self.rope_cos[start:end], self.rope_sin[start:end]
+        c, table = self.config, self.rope_cos
+        positions = torch.arange(start, end, device=table.device)
+        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=table.dtype)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `max_len` positions, on this model's device and dtype."""

@@ -102,6 +102,25 @@ def rotate_pairs(
     raise ValueError(f"layout must be 'interleaved' or 'half', got {layout!r}")
 
 
+def _rotate_pairs_fast(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout
+) -> torch.Tensor:
+    """`rotate_pairs` in fewer kernels where possible: an interleaved pair `(a, b)` is the complex
+    number `a + ib`, and turning it by an angle is one multiplication by `cos + i sin`.
+
+    PyTorch has complex numbers for float32 and float64 only; other dtypes, and the half-split
+    layout, take the general path.
+    """
+    if layout != "interleaved" or x.dtype not in (torch.float32, torch.float64):
+        return rotate_pairs(x, cos, sin, layout)
+    pairs = x.unflatten(-1, (-1, 2))
+    try:
+        z = torch.view_as_complex(pairs)
+    except RuntimeError:  # a view whose strides or offset do not fit complex numbers
+        z = torch.view_as_complex(pairs.contiguous())
+    return torch.view_as_real(z * torch.complex(cos, sin)).flatten(-2)
+
+
 class _Rotate(torch.autograd.Function):
     """`rotate_pairs` with its backward written by hand: a rotation's gradient is the inverse
     rotation of the incoming gradient. Autograd would instead keep `x` alive and run a dozen
@@ -111,12 +130,12 @@ class _Rotate(torch.autograd.Function):
     def forward(ctx, x, cos, sin, layout):
         ctx.save_for_backward(cos, sin)
         ctx.layout = layout
-        return rotate_pairs(x, cos, sin, layout)
+        return _rotate_pairs_fast(x, cos, sin, layout)
 
     @staticmethod
     def backward(ctx, grad):
         cos, sin = ctx.saved_tensors
-        return rotate_pairs(grad, cos, -sin, ctx.layout), None, None, None
+        return _rotate_pairs_fast(grad, cos, -sin, ctx.layout), None, None, None
 
 
 def apply_rope(
@@ -144,7 +163,20 @@ def apply_rope(
     cos, sin = (t.to(x.dtype) for t in cos_sin)
     if cos.dim() == 3 and x.dim() == 4:  # (batch, seq, d/2) against (batch, heads, seq, d)
         cos, sin = cos[:, None], sin[:, None]
-    return _Rotate.apply(x, cos, sin, layout)
+    return rotate(x, cos, sin, layout)
+
+
+def rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout = "interleaved"
+) -> torch.Tensor:
+    """`rotate_pairs`, through the hand-written backward only when a gradient is wanted.
+
+    Without one (sampling, evaluation) the autograd.Function would be pure overhead, and
+    generating with a KV cache calls this twice per layer per token.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Rotate.apply(x, cos, sin, layout)
+    return _rotate_pairs_fast(x, cos, sin, layout)
 
 
 def interleaved_to_half_split(head_dim: int) -> torch.Tensor:

@@ -119,8 +119,14 @@ def test_positions_beyond_the_context_are_refused_for_tabulated_schemes():
         model = TransformerLM(config(positional=positional, context_length=8))
         with pytest.raises(ValueError, match="context_length"):
             model(tokens(1, 9))
-    # RoPE has no table: longer inputs work (whether they extrapolate well is another matter).
-    assert TransformerLM(config(context_length=8))(tokens(1, 9)).shape == (1, 9, 50)
+    # RoPE's angles are a formula: past its precomputed tables they are computed afresh, and
+    # agree with a model whose tables reach further (whether it extrapolates well is another
+    # matter).
+    short = TransformerLM(config(context_length=8), seed=3)
+    long = TransformerLM(config(context_length=16), seed=3)
+    idx = tokens(1, 12)
+    assert short(idx).shape == (1, 12, 50)
+    torch.testing.assert_close(short(idx), long(idx))
 
 
 def test_generate_shapes_sampling_options_and_determinism():

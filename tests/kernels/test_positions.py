@@ -18,6 +18,7 @@ from solutions.kernels.positions import (
     interleaved_to_half_split,
     inverse_frequencies,
     rope_cos_sin,
+    rotate,
     rotate_pairs,
     sinusoidal_shift_matrix,
     sinusoidal_table,
@@ -189,3 +190,28 @@ def test_rope_hand_written_backward_matches_autograd(layout):
     plain = rotate_pairs(x, cos[:, None], sin[:, None], layout)
     (expected,) = torch.autograd.grad(plain, x, grad_out)
     torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_rope_fast_paths_equal_the_plain_rotation(dtype, layout, grad):
+    # The complex-number path (float32/64, interleaved) and the autograd.Function must give
+    # exactly what rotate_pairs gives, also for a view whose strides are not contiguous (the
+    # query/key part of a fused qkv projection, and a transposed one).
+    fused = randn(2, 5, 3 * 4 * 8, seed=21).to(dtype)
+    views = {
+        "qk slice": fused[..., : 2 * 4 * 8].unflatten(-1, (8, 8)),
+        "transposed": fused[..., :32].unflatten(-1, (4, 8)).transpose(1, 2),
+        "odd offset": fused[..., 1:33].unflatten(-1, (4, 8)),
+    }
+    cos, sin = rope_cos_sin(torch.arange(3, 8), 8, dtype=dtype)
+    for name, x in views.items():
+        x = x.detach().requires_grad_(grad)
+        c, s = (t[:, None] if name != "transposed" else t for t in (cos, sin))
+        tol = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {}
+        expected = rotate_pairs(x.detach(), c, s, layout)
+        with torch.set_grad_enabled(grad):
+            got = rotate(x, c, s, layout)
+        torch.testing.assert_close(got, expected, **tol, msg=lambda m, name=name: f"{name}: {m}")
+        assert got.requires_grad == grad
