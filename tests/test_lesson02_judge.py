@@ -7,11 +7,6 @@ executed in one namespace with one cell replaced, so a mistake in `attention_wei
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
-import types
-
 import pytest
 import sympy as sp
 import torch
@@ -19,8 +14,8 @@ import torch
 from autograder.exercises import get_exercise, lesson_exercises
 from autograder.exercises import lesson02 as L02
 from autograder.judge import JudgeFailed, grade, judge
+from tests import notebooks
 from tests.mutants.lesson02 import MUTANTS
-from tests.notebooks import load
 
 LESSON, NB = "02-scaled-attention", "scaled_attention"
 EXERCISES = lesson_exercises(LESSON)
@@ -29,16 +24,7 @@ CONTEXT_CELLS = ("setup", "expectation")
 
 
 def notebook_namespace(replace: dict[str, str] | None = None) -> dict:
-    """Run the setup and solution cells of the solution notebook, some cells replaced."""
-    replace = replace or {}
-    ns: dict = {}
-    for cell in load("solutions", LESSON, NB).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        gid = meta.get("grade_id")
-        if cell.cell_type == "code" and (gid in CONTEXT_CELLS or meta.get("solution")):
-            with contextlib.redirect_stdout(io.StringIO()):
-                exec(compile(replace.get(gid, cell.source), f"<{gid}>", "exec"), ns)  # noqa: S102
-    return ns
+    return notebooks.notebook_namespace(LESSON, NB, CONTEXT_CELLS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -58,36 +44,13 @@ def test_solution_notebook_passes_every_hidden_test(exercise, solution_ns):
     assert verdict.passed, verdict.report()
 
 
-def _names_used(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names_used(const)
-    return names
-
-
-def reached_by(ns: dict, source: str) -> set[str]:
-    """Names of the notebook's functions that run code from `source` (directly or by a call)."""
-    reached = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
-    functions = {
-        name: f
-        for name, f in ns.items()
-        if isinstance(f, types.FunctionType) and f.__globals__ is ns
-    }
-    while True:
-        more = {name for name, f in functions.items() if _names_used(f.__code__) & reached}
-        if more <= reached:
-            return reached
-        reached |= more
-
-
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_each_mutant_fails_exactly_the_tests_it_should(name):
     cell, _, must_fail, source = MUTANTS[name]
     ns = notebook_namespace({cell: source})
     # Exercises whose functions never run the replaced cell keep the solution's verdict
     # (tested above), so only the reached ones are graded again.
-    reached = [e for e in EXERCISES if e.function in reached_by(ns, source)]
+    reached = [e for e in EXERCISES if e.function in notebooks.reached_by(ns, source)]
     failed = {e.id for e in reached if not grade(e.id, ns[e.function]).passed}
     assert failed == must_fail
 

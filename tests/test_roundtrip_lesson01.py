@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from autograder import coursedir
 from tests.mutants.lesson01 import MUTANTS
-from tests.notebooks import load, save, with_cell
+from tests.notebooks import autograde, load, points, with_cell
 
 LESSON, NB = "01-softmax", "softmax"
 pytestmark = pytest.mark.slow
@@ -17,9 +14,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Grade four submissions in one nbgrader run (a short per-cell timeout for the hang)."""
-    root = tmp_path_factory.mktemp("course")
-    course = coursedir.create(root, [LESSON], extra_config="c.Execute.timeout = 8\n")
-    work = root / "work"
     solution = load("solutions", LESSON, NB)
     naive = MUTANTS["softmax-no-max-subtraction"][3]
     hanging = "import time\nwhile True:\n    time.sleep(0.1)\n"
@@ -29,24 +23,8 @@ def graded(tmp_path_factory):
         "naive": with_cell(solution, "softmax", naive),
         "hangs": with_cell(solution, "entropy", hanging),
     }
-    for student, nb in submissions.items():
-        coursedir.submit(course, student, LESSON, save(nb, work / student / f"{NB}.ipynb"))
-    start = time.perf_counter()
-    coursedir.nbgrader(course, "autograde", LESSON, "--force", timeout=600)
-    elapsed = time.perf_counter() - start
-    print(
-        f"\nautograde: {len(submissions)} notebooks in {elapsed:.1f} s "
-        f"({elapsed / len(submissions):.1f} s per notebook)"
-    )
-    return coursedir.scores(course, LESSON)
-
-
-def points(nb) -> dict[str, float]:
-    return {
-        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
-        for c in nb.cells
-        if c.get("metadata", {}).get("nbgrader", {}).get("grade")
-    }
+    root = tmp_path_factory.mktemp("course")
+    return autograde(root, LESSON, NB, submissions, extra_config="c.Execute.timeout = 8\n")
 
 
 def test_solution_scores_full_marks(graded):

@@ -7,14 +7,17 @@ points lost must be exactly those of the test cells whose exercises the mistakes
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from autograder import coursedir
 from tests.mutants.lesson02 import MUTANTS
-from tests.notebooks import load, save, with_cell
+from tests.notebooks import (
+    autograde,
+    cells_judging,
+    expected_scores,
+    load,
+    points,
+    with_mistakes,
+)
 
 LESSON, NB = "02-scaled-attention", "scaled_attention"
 pytestmark = pytest.mark.slow
@@ -26,56 +29,14 @@ SUBMISSIONS = {
 }
 
 
-def points(nb) -> dict[str, float]:
-    return {
-        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
-        for c in nb.cells
-        if c.get("metadata", {}).get("nbgrader", {}).get("grade")
-    }
-
-
-def cells_judging(nb) -> dict[str, str]:
-    """{exercise id: grade_id of the test cell whose hidden tests judge it}."""
-    found = {}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade"):
-            for exercise in re.findall(r'judge\("([^"]+)"', cell.source):
-                found[exercise] = meta["grade_id"]
-    return found
-
-
-def expected_scores(mistakes: list[str]) -> dict[str, float]:
-    solution = load("solutions", LESSON, NB)
-    lost = {cells_judging(solution)[e] for m in mistakes for e in MUTANTS[m][2]}
-    return {gid: 0.0 if gid in lost else full for gid, full in points(solution).items()}
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Grade the solution, the blank release and the mistaken submissions in one nbgrader run."""
-    root = tmp_path_factory.mktemp("course")
-    course = coursedir.create(root, [LESSON])
-    work = root / "work"
     solution = load("solutions", LESSON, NB)
     submissions = {"solution": solution, "blank": load("course", LESSON, NB)}
     for student, mistakes in SUBMISSIONS.items():
-        nb = solution
-        cells = [MUTANTS[m][0] for m in mistakes]
-        assert len(set(cells)) == len(cells), "one mistake per cell"
-        for mistake in mistakes:
-            nb = with_cell(nb, MUTANTS[mistake][0], MUTANTS[mistake][3])
-        submissions[student] = nb
-    for student, nb in submissions.items():
-        coursedir.submit(course, student, LESSON, save(nb, work / student / f"{NB}.ipynb"))
-    start = time.perf_counter()
-    coursedir.nbgrader(course, "autograde", LESSON, "--force", timeout=900)
-    elapsed = time.perf_counter() - start
-    print(
-        f"\nautograde: {len(submissions)} notebooks in {elapsed:.1f} s "
-        f"({elapsed / len(submissions):.1f} s per notebook)"
-    )
-    return coursedir.scores(course, LESSON)
+        submissions[student] = with_mistakes(solution, MUTANTS, mistakes)
+    return autograde(tmp_path_factory.mktemp("course"), LESSON, NB, submissions)
 
 
 def test_solution_scores_full_marks(graded):
@@ -91,7 +52,8 @@ def test_blank_release_scores_zero_and_is_graded(graded):
 
 @pytest.mark.parametrize("student", sorted(SUBMISSIONS))
 def test_mistakes_lose_exactly_their_points(graded, student):
-    assert graded[student] == expected_scores(SUBMISSIONS[student])
+    solution = load("solutions", LESSON, NB)
+    assert graded[student] == expected_scores(solution, MUTANTS, SUBMISSIONS[student])
 
 
 def test_every_test_cell_judges_an_exercise_of_this_lesson():
