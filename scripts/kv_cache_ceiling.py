@@ -72,7 +72,8 @@ def best_time_us(fn, calls: int, rounds: int = 5) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
-    preset = get_preset(parser.parse_args().preset)
+    preset_name = parser.parse_args().preset
+    preset = get_preset(preset_name)
     length = PROMPT + NEW
     config = dataclasses.replace(preset.model, context_length=length)
     model = TransformerLM(config, seed=0).eval()
@@ -101,7 +102,7 @@ def main() -> None:
     flat_us = best_time_us(lambda: flat(token, past), 300)
     model_us = best_time_us(model_step, 300)
     full_us = best_time_us(lambda: model(full), 10)
-    print(f"threads: {torch.get_num_threads()}, preset {parser.parse_args().preset}")
+    print(f"threads: {torch.get_num_threads()}, preset {preset_name}")
     print(f"hand-flattened cached step   {flat_us:8.0f} us")
     print(f"the model's cached step      {model_us:8.0f} us")
     print(f"full pass over {MEAN_LENGTH} tokens     {full_us:8.0f} us")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sympy as sp
 import torch
 
+from autograder.exercises.inputs import randn
 from autograder.judge import Exercise, Probe
 from solutions.kernels import attention as K
 
@@ -47,10 +48,6 @@ F64 = dict(atol=1e-10, rtol=1e-8)
 # so an n-sample variance estimate has relative standard error sqrt((2 + 6/d_k) / n): at most
 # 1.02 % for the probes below, which makes 5 % a five-sigma band.
 MC_TOLERANCE = 0.05
-
-
-def _randn(g: torch.Generator, *shape: int, scale: float = 1.0, dtype=torch.float32):
-    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
 
 def _mask(g: torch.Generator, *shape: int, p: float = 0.6) -> torch.Tensor:
@@ -160,45 +157,45 @@ def attention_weights_probes(g: torch.Generator) -> list[Probe]:
     return [
         Probe(
             "3-D (batch, T, d) = (2, 5, 8), default scale 1/sqrt(8)",
-            (_randn(g, 2, 5, 8), _randn(g, 2, 5, 8)),
+            (randn(g, 2, 5, 8), randn(g, 2, 5, 8)),
             **F32,
         ),
         Probe(
             "4-D (batch, heads, T, d_head) = (2, 4, 6, 16): the scale is 1/sqrt(d_head)",
-            (_randn(g, 2, 4, 6, 16), _randn(g, 2, 4, 6, 16)),
+            (randn(g, 2, 4, 6, 16), randn(g, 2, 4, 6, 16)),
             **F32,
         ),
         Probe(
             "3 queries, 7 keys: weights of shape (..., 3, 7)",
-            (_randn(g, 1, 2, 3, 32), _randn(g, 1, 2, 7, 32)),
+            (randn(g, 1, 2, 3, 32), randn(g, 1, 2, 7, 32)),
             **F32,
         ),
         Probe(
             "explicit scale=0.3 replaces 1/sqrt(d_k)",
-            (_randn(g, 2, 4, 8), _randn(g, 2, 6, 8)),
+            (randn(g, 2, 4, 8), randn(g, 2, 6, 8)),
             {"scale": 0.3},
             **F32,
         ),
         Probe(
             "mask (T_q, T_k) broadcast over batch and heads: rows still sum to 1",
-            (_randn(g, 2, 3, 5, 16), _randn(g, 2, 3, 6, 16)),
+            (randn(g, 2, 3, 5, 16), randn(g, 2, 3, 6, 16)),
             {"mask": _mask(g, 5, 6)},
             **F32,
         ),
         Probe(
             "padding-style mask (batch, 1, 1, T_k)",
-            (_randn(g, 2, 2, 4, 8), _randn(g, 2, 2, 5, 8)),
+            (randn(g, 2, 2, 4, 8), randn(g, 2, 2, 5, 8)),
             {"mask": _mask(g, 2, 1, 1, 5)},
             **F32,
         ),
         Probe(
             "float64, d_k = 256 (large logits)",
-            (_randn(g, 6, 256, dtype=torch.float64), _randn(g, 9, 256, dtype=torch.float64)),
+            (randn(g, 6, 256, dtype=torch.float64), randn(g, 9, 256, dtype=torch.float64)),
             **F64,
         ),
         Probe(
             "gradient with respect to q, with a mask",
-            (_randn(g, 2, 4, 8, dtype=torch.float64), _randn(g, 2, 5, 8, dtype=torch.float64)),
+            (randn(g, 2, 4, 8, dtype=torch.float64), randn(g, 2, 5, 8, dtype=torch.float64)),
             {"mask": _mask(g, 4, 5)},
             call="grad",
             grad_weight_seed=5,
@@ -207,12 +204,17 @@ def attention_weights_probes(g: torch.Generator) -> list[Probe]:
     ]
 
 
+def sdpa_reference(q, k, v, mask=None, scale=None):
+    """The notebook's signature: (q, k, v, mask, scale), returning the output only."""
+    return K.scaled_dot_product_attention(q, k, v, mask=mask, scale=scale)
+
+
 def sdpa_probes(g: torch.Generator) -> list[Probe]:
     def qkv(*lead: int, tq: int, tk: int, d: int, dv: int, dtype=torch.float32):
         return (
-            _randn(g, *lead, tq, d, dtype=dtype),
-            _randn(g, *lead, tk, d, dtype=dtype),
-            _randn(g, *lead, tk, dv, dtype=dtype),
+            randn(g, *lead, tq, d, dtype=dtype),
+            randn(g, *lead, tk, d, dtype=dtype),
+            randn(g, *lead, tk, dv, dtype=dtype),
         )
 
     return [
@@ -241,7 +243,7 @@ def sdpa_probes(g: torch.Generator) -> list[Probe]:
 
 
 def sdpa_mask_probes(g: torch.Generator) -> list[Probe]:
-    q, k, v = _randn(g, 2, 3, 5, 8), _randn(g, 2, 3, 7, 8), _randn(g, 2, 3, 7, 4)
+    q, k, v = randn(g, 2, 3, 5, 8), randn(g, 2, 3, 7, 8), randn(g, 2, 3, 7, 4)
     one_key = torch.nn.functional.one_hot(torch.randint(0, 7, (5,), generator=g), 7).bool()
     return [
         Probe(
@@ -273,16 +275,16 @@ def sdpa_mask_probes(g: torch.Generator) -> list[Probe]:
         ),
         Probe(
             "3-D inputs with a mask and scale=0.5",
-            (_randn(g, 2, 4, 6), _randn(g, 2, 6, 6), _randn(g, 2, 6, 6)),
+            (randn(g, 2, 4, 6), randn(g, 2, 6, 6), randn(g, 2, 6, 6)),
             {"mask": _mask(g, 2, 4, 6), "scale": 0.5},
             **F32,
         ),
         Probe(
             "gradient with respect to q, with a mask",
             (
-                _randn(g, 2, 4, 8, dtype=torch.float64),
-                _randn(g, 2, 6, 8, dtype=torch.float64),
-                _randn(g, 2, 6, 3, dtype=torch.float64),
+                randn(g, 2, 4, 8, dtype=torch.float64),
+                randn(g, 2, 6, 8, dtype=torch.float64),
+                randn(g, 2, 6, 3, dtype=torch.float64),
             ),
             {"mask": _mask(g, 4, 6)},
             call="grad",
@@ -296,8 +298,8 @@ def sdpa_mask_probes(g: torch.Generator) -> list[Probe]:
 
 
 def entropy_probes(g: torch.Generator) -> list[Probe]:
-    soft = lambda *s, dtype=torch.float32: torch.softmax(_randn(g, *s, scale=2.0, dtype=dtype), -1)  # noqa: E731
-    with_zeros = K.masked_softmax(_randn(g, 4, 6), _mask(g, 4, 6, p=0.5))
+    soft = lambda *s, dtype=torch.float32: torch.softmax(randn(g, *s, scale=2.0, dtype=dtype), -1)  # noqa: E731
+    with_zeros = K.masked_softmax(randn(g, 4, 6), _mask(g, 4, 6, p=0.5))
     one_hot = torch.nn.functional.one_hot(torch.tensor([2, 0, 4]), 5).float()
     return [
         Probe("attention rows, shape (4, 10)", (soft(4, 10),), **F32),
@@ -325,7 +327,7 @@ def scaling_experiment(q, k, scale):
 
 def scaling_probes(g: torch.Generator) -> list[Probe]:
     def qk(n: int, t: int, d: int, dtype=torch.float32):
-        return _randn(g, n, d, dtype=dtype), _randn(g, t, d, dtype=dtype)
+        return randn(g, n, d, dtype=dtype), randn(g, t, d, dtype=dtype)
 
     return [
         Probe("d_k = 16, scale 1/sqrt(d_k)", (*qk(32, 20, 16), 0.25), **F32),
@@ -376,9 +378,7 @@ EXERCISES = [
         f"{LESSON}/sdpa-shapes",
         "scaled dot-product attention: 3-D, 4-D, T_q != T_k",
         "scaled_dot_product_attention",
-        lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
-            q, k, v, mask=mask, scale=scale
-        ),
+        sdpa_reference,
         sdpa_probes,
         SDPA_OPS,
         SDPA_HINT,
@@ -387,9 +387,7 @@ EXERCISES = [
         f"{LESSON}/sdpa-mask",
         "scaled dot-product attention with a boolean mask",
         "scaled_dot_product_attention",
-        lambda q, k, v, mask=None, scale=None: K.scaled_dot_product_attention(
-            q, k, v, mask=mask, scale=scale
-        ),
+        sdpa_reference,
         sdpa_mask_probes,
         SDPA_OPS,
         SDPA_HINT,

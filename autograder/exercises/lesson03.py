@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from autograder.exercises.inputs import randn
 from autograder.exercises.lesson02 import SDPA_HINT, SDPA_OPS
 from autograder.judge import Exercise, Fn, Probe
 from solutions.kernels import attention as A
@@ -38,10 +39,6 @@ LEAKY_LAYERS = [
 
 def _layer(name: str) -> Fn:
     return Fn(f"autograder.probe_helpers:{name}")
-
-
-def _randn(g: torch.Generator, *shape: int, scale: float = 1.0, dtype=torch.float32):
-    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
 
 def _mask(g: torch.Generator, *shape: int, p: float = 0.6) -> torch.Tensor:
@@ -125,16 +122,16 @@ def masked_softmax_probes(g: torch.Generator) -> list[Probe]:
     some = _mask(g, 2, 5, 6)
     some[..., 0] = True
     return [
-        Probe("float32, every row may see something", (_randn(g, 2, 5, 6, scale=3), some), **F32),
+        Probe("float32, every row may see something", (randn(g, 2, 5, 6, scale=3), some), **F32),
         Probe(
             "float32 with rows that may attend to nothing: all zeros, no NaN",
-            (_randn(g, 6, 7), _with_empty_rows(_mask(g, 6, 7), [1, 4])),
+            (randn(g, 6, 7), _with_empty_rows(_mask(g, 6, 7), [1, 4])),
             **F32,
         ),
         Probe(
             "float16 with rows that may attend to nothing (keep float16)",
             (
-                _randn(g, 2, 5, 8, scale=4, dtype=torch.float16),
+                randn(g, 2, 5, 8, scale=4, dtype=torch.float16),
                 _with_empty_rows(_mask(g, 5, 8), [0, 3]),
             ),
             **F16,
@@ -142,20 +139,20 @@ def masked_softmax_probes(g: torch.Generator) -> list[Probe]:
         Probe(
             "float16 scores around -3e4: a fill of -1e4 is not 'minus infinity' there",
             (
-                (_randn(g, 4, 6, scale=1e3) - 3e4).half(),
+                (randn(g, 4, 6, scale=1e3) - 3e4).half(),
                 _with_empty_rows(_mask(g, 4, 6) | torch.eye(4, 6, dtype=torch.bool), [2]),
             ),
             **F16,
         ),
-        Probe("everything masked", (_randn(g, 3, 4), torch.zeros(3, 4, dtype=torch.bool)), **F32),
+        Probe("everything masked", (randn(g, 3, 4), torch.zeros(3, 4, dtype=torch.bool)), **F32),
         Probe(
             "mask (T_k,) broadcast over the rows",
-            (_randn(g, 3, 5), torch.tensor([True, False, True, True, False])),
+            (randn(g, 3, 5), torch.tensor([True, False, True, True, False])),
             **F32,
         ),
         Probe(
             "gradient is finite (zero) for rows that may attend to nothing",
-            (_randn(g, 4, 5, dtype=torch.float64), _with_empty_rows(_mask(g, 4, 5), [2])),
+            (randn(g, 4, 5, dtype=torch.float64), _with_empty_rows(_mask(g, 4, 5), [2])),
             call="grad",
             grad_weight_seed=8,
             **F64,
@@ -165,7 +162,7 @@ def masked_softmax_probes(g: torch.Generator) -> list[Probe]:
 
 def attention_probes(g: torch.Generator) -> list[Probe]:
     def qkv(*shape: int, dtype=torch.float32):
-        return tuple(_randn(g, *shape, dtype=dtype) for _ in range(3))
+        return tuple(randn(g, *shape, dtype=dtype) for _ in range(3))
 
     left_padded = M.combine_masks(M.causal_mask(6), M.padding_mask([6, 4, 2], 6, side="left"))
     return [
@@ -185,7 +182,7 @@ def attention_probes(g: torch.Generator) -> list[Probe]:
         ),
         Probe(
             "two new queries after four cached keys (offset causal mask)",
-            (_randn(g, 1, 2, 2, 8), _randn(g, 1, 2, 6, 8), _randn(g, 1, 2, 6, 4)),
+            (randn(g, 1, 2, 2, 8), randn(g, 1, 2, 6, 8), randn(g, 1, 2, 6, 4)),
             {"mask": M.causal_mask(2, past=4)},
             **F32,
         ),
@@ -234,7 +231,7 @@ def changed_positions_probes(g: torch.Generator) -> list[Probe]:
         ("last_token_broadcast", 6),
     ]
     return [
-        Probe(f"{name}, perturbing token {t} of 7", (_layer(name), _randn(g, 2, 7, 8), t), **EXACT)
+        Probe(f"{name}, perturbing token {t} of 7", (_layer(name), randn(g, 2, 7, 8), t), **EXACT)
         for name, t in cases
     ]
 
@@ -243,7 +240,7 @@ def leak_probes(g: torch.Generator) -> list[Probe]:
     return [
         Probe(
             f"{name} ({'leaks' if name in LEAKY_LAYERS else 'causal'})",
-            (_layer(name), _randn(g, 2, 6, 8)),
+            (_layer(name), randn(g, 2, 6, 8)),
             **EXACT,
         )
         for name in CAUSAL_LAYERS + LEAKY_LAYERS

@@ -14,7 +14,7 @@ import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
 
-from course.widgets.base import Explorer, call_quietly
+from course.widgets.base import Explorer, call_quietly, choice_slider, int_slider
 
 WIDTHS = [2**i for i in range(11)]  # d_k = 1 .. 1024
 SCALES = {"1": lambda d: 1.0, "√d_k": lambda d: 1.0 / math.sqrt(d), "d_k": lambda d: 1.0 / d}
@@ -44,30 +44,14 @@ class AttentionExplorer(Explorer):
         super().__init__()
 
     def controls(self):
-        style = {"description_width": "110px"}
-        self.width = W.SelectionSlider(
-            options=WIDTHS,
-            value=64,
-            description="d_k",
-            style=style,
-            layout=W.Layout(width="340px"),
-            continuous_update=False,
-        )
+        self.width = choice_slider("d_k", WIDTHS, 64)
         self.scale_by = W.ToggleButtons(
             options=list(SCALES),
             value="√d_k",
             description="divide by",
             style={"button_width": "60px"},
         )
-        self.row = W.IntSlider(
-            value=0,
-            min=0,
-            max=N_QUERIES - 1,
-            description="query row",
-            style=style,
-            layout=W.Layout(width="340px"),
-            continuous_update=False,
-        )
+        self.row = int_slider("query row", 0, 0, N_QUERIES - 1)
         help_text = W.HTML(
             "<small>Scores are q·k × scale for 64 random queries against 16 "
             "keys, entries N(0, 1). The weights, entropy and gradient come from "

@@ -118,33 +118,37 @@ def _describe_exception(exc: BaseException) -> str:
     return f"Your function raised {type(exc).__name__}: {exc}{where}"
 
 
+# Every explorer's controls: labels in one column, sliders one width.
+CONTROL_STYLE = {"description_width": "110px"}
+SLIDER_LAYOUT = {"width": "340px"}
+
+
+def _slider_options(description: str) -> dict:
+    return dict(
+        description=description,
+        style=CONTROL_STYLE,
+        layout=W.Layout(**SLIDER_LAYOUT),
+        continuous_update=False,
+    )
+
+
 def slider(
     description: str, value: float, low: float, high: float, step: float, log: bool = False
 ) -> W.Widget:
-    style = {"description_width": "110px"}
-    layout = W.Layout(width="340px")
+    """A float slider (log-scaled on request: `low` and `high` are then powers of ten)."""
     if log:
         return W.FloatLogSlider(
-            value=value,
-            base=10,
-            min=low,
-            max=high,
-            step=step,
-            description=description,
-            style=style,
-            layout=layout,
-            continuous_update=False,
+            value=value, base=10, min=low, max=high, step=step, **_slider_options(description)
         )
-    return W.FloatSlider(
-        value=value,
-        min=low,
-        max=high,
-        step=step,
-        description=description,
-        style=style,
-        layout=layout,
-        continuous_update=False,
-    )
+    return W.FloatSlider(value=value, min=low, max=high, step=step, **_slider_options(description))
+
+
+def int_slider(description: str, value: int, low: int, high: int) -> W.IntSlider:
+    return W.IntSlider(value=value, min=low, max=high, **_slider_options(description))
+
+
+def choice_slider(description: str, options: list, value) -> W.SelectionSlider:
+    return W.SelectionSlider(options=options, value=value, **_slider_options(description))
 
 
 def call_quietly(fn: Callable, *args, **kwargs):

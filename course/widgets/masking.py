@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from course.widgets.base import Explorer, call_quietly
+from course.widgets.base import CONTROL_STYLE, Explorer, call_quietly, int_slider
 
 N_TOKENS, WIDTH = 10, 8
 CHANGED_ATOL = 1e-6
@@ -47,38 +47,12 @@ class MaskingExplorer(Explorer):
         super().__init__()
 
     def controls(self):
-        style = {"description_width": "110px"}
-        layout = W.Layout(width="340px")
-        self.causal = W.Checkbox(value=True, description="causal", style=style)
-        self.padding = W.Checkbox(value=False, description="padding", style=style)
-        self.length = W.IntSlider(
-            value=7,
-            min=1,
-            max=N_TOKENS,
-            description="real tokens",
-            style=style,
-            layout=layout,
-            continuous_update=False,
-        )
-        self.window = W.Checkbox(value=False, description="sliding window", style=style)
-        self.window_size = W.IntSlider(
-            value=3,
-            min=1,
-            max=N_TOKENS,
-            description="window",
-            style=style,
-            layout=layout,
-            continuous_update=False,
-        )
-        self.token = W.IntSlider(
-            value=5,
-            min=0,
-            max=N_TOKENS - 1,
-            description="perturb token",
-            style=style,
-            layout=layout,
-            continuous_update=False,
-        )
+        self.causal = W.Checkbox(value=True, description="causal", style=CONTROL_STYLE)
+        self.padding = W.Checkbox(value=False, description="padding", style=CONTROL_STYLE)
+        self.length = int_slider("real tokens", 7, 1, N_TOKENS)
+        self.window = W.Checkbox(value=False, description="sliding window", style=CONTROL_STYLE)
+        self.window_size = int_slider("window", 3, 1, N_TOKENS)
+        self.token = int_slider("perturb token", 5, 0, N_TOKENS - 1)
         help_text = W.HTML(
             "<small>Grey cells are masked (False). The sliding window is causal "
             "by itself. The probe adds 1 to the chosen token and marks the "

@@ -310,8 +310,6 @@ class MultiHeadAttention(nn.Module):
         heads = self.n_heads + self.n_kv_heads
         qk, v = qkv.split([heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
         cos, sin = (t.unsqueeze(-2) for t in rope)  # broadcast over the heads
-        if cos.dtype != qkv.dtype:  # under autocast: rotate in the activations' dtype
-            cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
         qk = rotate(qk.unflatten(-1, (heads, self.head_dim)), cos, sin, self.rope_layout)
         qk = qk.transpose(-3, -2)  # (batch, heads, seq, head_dim)
         q, k = qk.split([self.n_heads, self.n_kv_heads], dim=-3)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course.lm.config import ModelConfig
+from course.lm.sample import next_token
 from solutions.kernels.blocks import Dropout, TransformerBlock
 from solutions.kernels.kv_cache import KVCache
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
@@ -202,8 +202,8 @@ class TransformerLM(nn.Module):
                     logits = self(idx[:, cache.length :], cache=cache)
                 else:
                     logits = self(idx[:, -ctx:])
-                next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
-                idx = torch.cat((idx, next_token), dim=1)
+                token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
+                idx = torch.cat((idx, token), dim=1)
         finally:
             self.train(was_training)
         return idx
@@ -216,21 +216,6 @@ def sample_next_token(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One token id per row of `logits` `(batch, vocab)`, as `(batch, 1)`.
-
-    `top_k` keeps the k most likely tokens; `top_p` keeps the smallest set of most likely tokens
-    whose probability reaches p (nucleus sampling); both may be combined.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if top_p is not None and top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Drop a token when the tokens before it already reach top_p (the first always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    return torch.multinomial(probs, 1, generator=generator)
+    """One token id per row of `logits` `(batch, vocab)`, as `(batch, 1)`: the harness's
+    `course.lm.sample.next_token` (temperature, top-k, top-p), shaped for `torch.cat`."""
+    return next_token(logits, temperature, top_k, top_p, generator)[:, None]

@@ -159,8 +159,7 @@ def apply_rope(
         if positions is None:
             positions = torch.arange(x.shape[-2], device=x.device)
         cos_sin = rope_cos_sin(positions, x.shape[-1], theta, dtype=x.dtype)
-    # Under autocast x may be bfloat16 while the tables are float32: keep x's dtype.
-    cos, sin = (t.to(x.dtype) for t in cos_sin)
+    cos, sin = cos_sin
     if cos.dim() == 3 and x.dim() == 4:  # (batch, seq, d/2) against (batch, heads, seq, d)
         cos, sin = cos[:, None], sin[:, None]
     return rotate(x, cos, sin, layout)
@@ -169,11 +168,15 @@ def apply_rope(
 def rotate(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout = "interleaved"
 ) -> torch.Tensor:
-    """`rotate_pairs`, through the hand-written backward only when a gradient is wanted.
+    """`rotate_pairs` in `x`'s dtype, through the hand-written backward only when a gradient
+    is wanted.
 
-    Without one (sampling, evaluation) the autograd.Function would be pure overhead, and
-    generating with a KV cache calls this twice per layer per token.
+    Under autocast `x` may be bfloat16 while the tables are float32. Without a gradient
+    (sampling, evaluation) the autograd.Function would be pure overhead, and generating with a
+    KV cache calls this once per layer per token.
     """
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     if torch.is_grad_enabled() and x.requires_grad:
         return _Rotate.apply(x, cos, sin, layout)
     return _rotate_pairs_fast(x, cos, sin, layout)
