@@ -10,6 +10,11 @@ It needs nothing but Python, numpy and torch, so it works the same in a notebook
 plain script and under `nbgrader autograde` (a failed check raises `CheckFailed`, an
 `AssertionError`, which is what nbgrader counts as a failed test cell).
 
+Graded exercises are checked with one line, `check("01-softmax/softmax-basic", softmax)`: the
+cases, the tolerances and the known mistakes come from the lesson's declaration (baked into
+`course/fixtures/<lesson>.json` by `make release`), and a failure names the mistake it looks
+like. Comparisons go through `course.compare`, the same comparator the grader uses.
+
     from course import checks
     checks.run("softmax", [
         checks.close("sums to one", lambda: softmax(x).sum(-1), torch.ones(3)),
@@ -20,15 +25,32 @@ plain script and under `nbgrader autograde` (a failed check raises `CheckFailed`
 
 from __future__ import annotations
 
-import math
+import functools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["CheckFailed", "Case", "close", "equal", "true", "raises", "run", "abbrev"]
+from course.calling import Call, FnRef, Watch, call_function
+from course.compare import Tolerance, compare, decode, describe, to_plain, tolerance_for
+from course.diagnose import diagnose, known_mistake
+from course.wire import load_value
+
+__all__ = [
+    "CheckFailed",
+    "Case",
+    "check",
+    "close",
+    "equal",
+    "true",
+    "raises",
+    "run",
+    "abbrev",
+]
 
 _MAX_CHARS = 300
 
@@ -70,40 +92,37 @@ def abbrev(value: Any, max_chars: int = _MAX_CHARS) -> str:
 
 
 def _short_repr(array) -> str:
+    if isinstance(array, torch.Tensor):
+        half = array.dtype in (torch.float16, torch.bfloat16)
+        array = (array.float() if half else array).numpy()
     with np.printoptions(precision=4, threshold=12, edgeitems=3, linewidth=100):
-        text = str(np.asarray(array.float() if isinstance(array, torch.Tensor) else array))
+        text = str(np.asarray(array))
     text = " ".join(text.split())
     return text if len(text) <= _MAX_CHARS else text[: _MAX_CHARS - 3] + "..."
 
 
-def _as_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, np.ndarray | float | int | np.floating | np.integer):
-        return torch.as_tensor(value)
-    return None
+def _plain(value: Any) -> Any:
+    """Plain data for the comparator; numpy arrays and numbers are accepted as expected values."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if isinstance(value, np.floating | np.integer):
+        value = value.item()
+    return to_plain(value)
 
 
 def _compare_close(
     got: Any, expected: Any, atol: float, rtol: float, check_dtype: bool
 ) -> str | None:
-    want = _as_tensor(expected)
-    have = _as_tensor(got)
-    if have is None:
+    """The shared comparator (`course.compare`) with an explicit tolerance."""
+    try:
+        have = _plain(got)
+    except TypeError:
         return f"expected a tensor, got a {type(got).__name__}: {abbrev(got)}"
-    if have.shape != want.shape:
-        return f"wrong shape: expected {tuple(want.shape)}, got {tuple(have.shape)}"
-    if check_dtype and isinstance(expected, torch.Tensor) and have.dtype != want.dtype:
-        return f"wrong dtype: expected {want.dtype}, got {have.dtype}"
-    have64, want64 = have.to(torch.float64), want.to(torch.float64)
-    bad_nan = torch.isnan(have64) & ~torch.isnan(want64)
-    if bad_nan.any():
-        return f"{int(bad_nan.sum())} NaN value(s) where a number was expected"
-    if not torch.allclose(have64, want64, atol=atol, rtol=rtol, equal_nan=True):
-        diff = (have64 - want64).abs().nan_to_num(nan=math.inf)
-        largest = diff.max().item()
-        return f"values differ: largest |difference| {largest:.3g} (atol={atol}, rtol={rtol})"
-    return None
+    want = _plain(expected)
+    if not check_dtype and isinstance(want, dict) and isinstance(have, dict) and "array" in have:
+        have = {**have, "dtype": want.get("dtype")}
+    mismatch = compare(want, have, Tolerance(atol, rtol))
+    return None if mismatch is None else str(mismatch)
 
 
 def _call(thunk: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -241,3 +260,153 @@ def run(title: str, cases: Sequence[Case], *, quiet: bool = False) -> None:
             raise CheckFailed(_failure_message(title, case, problem, index, len(cases))) from None
     if not quiet:
         print(f"✔ {title}: all {len(cases)} checks passed")
+
+
+# ---------------------------------------------------------------- declared exercises
+
+
+_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@functools.cache
+def _fixture(lesson: str) -> dict:
+    path = _FIXTURES / f"{lesson}.json"
+    if not path.exists():
+        raise CheckFailed(f"✘ no checks found for lesson {lesson!r} ({path} is missing)")
+    return json.loads(path.read_text())
+
+
+def _case_call(case: dict) -> Call:
+    args = load_value(case["args"])
+    return Call(
+        case["name"], tuple(args), load_value(case["kwargs"]), case["mode"], case["grad_seed"]
+    )
+
+
+def _watch(spec: dict) -> Watch:
+    return Watch(
+        forbidden=spec["forbidden"],
+        forbidden_hint=spec["forbidden_hint"],
+        must_call=tuple(spec["must_call"]),
+        stand_ins={k: FnRef(v).resolve() for k, v in spec["stand_ins"].items()},
+        mutates=tuple(spec["mutates"]),
+        time_limit_s=spec["time_limit_s"],
+    )
+
+
+def _tolerance(case: dict) -> Tolerance | None:
+    tol = case.get("tolerance")
+    return None if tol is None else Tolerance(tol[0], tol[1], tol[2] if len(tol) > 2 else "")
+
+
+def _passed_case(case: dict, mistake_id: str) -> bool:
+    record = case["mistakes"].get(mistake_id, {})
+    if "out" not in record:
+        return False
+    return compare(decode(case["expected"]), decode(record["out"]), _tolerance(case)) is None
+
+
+def _looks_like(spec: dict, case: dict, plain, error: str | None, earlier: list[dict]) -> list[str]:
+    """Hints of the known mistakes that behave like the learner: right on every earlier case
+    (which the learner passed) and the same outcome on this one."""
+    mistakes = {
+        mid: decode_outcome(o)
+        for mid, o in case["mistakes"].items()
+        if all(_passed_case(e, mid) for e in earlier)
+    }
+    hints = []
+    while True:
+        found = known_mistake(plain, error, mistakes, _tolerance(case))
+        if found is None or len(hints) >= 2:
+            return hints
+        hints.append(spec["mistakes"][found])
+        mistakes.pop(found)
+
+
+def decode_outcome(record: dict) -> dict:
+    return {"out": decode(record["out"])} if "out" in record else {"error": record["error"]}
+
+
+def _precisions(cases: list[dict]) -> str:
+    seen = {}
+    for case in cases:
+        tol = _tolerance(case)
+        dtypes = _dtypes(decode(case["expected"]))
+        for dtype in dtypes:
+            seen.setdefault(dtype, tol or tolerance_for(dtype))
+    parts = [f"{d} at {t}" for d, t in sorted(seen.items()) if d.startswith(("float", "bfloat"))]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _dtypes(plain) -> list[str]:
+    if isinstance(plain, list):
+        return [d for p in plain for d in _dtypes(p)]
+    return [plain["dtype"]] if isinstance(plain, dict) and "array" in plain else []
+
+
+def check(exercise_id: str, fn: Callable, *, quiet: bool = False) -> None:
+    """Run the visible cases of a declared exercise on the learner's `fn`.
+
+    Prints one line when every case passes (with the precision each dtype was judged at);
+    otherwise raises `CheckFailed` naming the case, its input, what was expected and what came
+    back, why they differ, and the known mistake (or structural fact) it looks like.
+    """
+    lesson, _, short = exercise_id.partition("/")
+    spec = _fixture(lesson)["exercises"].get(short)
+    if spec is None:
+        raise CheckFailed(f"✘ no exercise {exercise_id!r} in this course's checks")
+    watch = _watch(spec)
+    title = f"{spec['function']} ({spec['title']})"
+    cases = spec["cases"]
+    for index, case in enumerate(cases, start=1):
+        call = _case_call(case)
+        outcome = call_function(fn, call, watch)
+        problem = _case_problem(spec, case, call, outcome, cases[: index - 1])
+        if problem:
+            if outcome.error and outcome.error.startswith("not written yet"):
+                raise NotWrittenYet(
+                    f"✘ {spec['function']}: not written yet. Replace `raise NotImplementedError()` "
+                    "in the exercise cell above with your code, run that cell, then run this "
+                    "check again."
+                )
+            lines = [f"✘ {title}: case {index}/{len(cases)} '{case['name']}' failed"]
+            lines.append(
+                f"  input:    {abbrev(call.args if len(call.args) != 1 else call.args[0])}"
+            )
+            if call.kwargs:
+                lines.append(
+                    f"            {', '.join(f'{k}={v!r}' for k, v in call.kwargs.items())}"
+                )
+            lines.extend(problem)
+            raise CheckFailed("\n".join(lines))
+    if not quiet:
+        print(f"✔ {spec['function']}: all {len(cases)} checks passed{_precisions(cases)}")
+
+
+def _case_problem(spec: dict, case: dict, call: Call, outcome, earlier) -> list[str] | None:
+    if outcome.error:
+        hints = _looks_like(spec, case, None, outcome.error, earlier)
+        return [f"  problem:  {outcome.error}"] + [f"  hint:     {h}" for h in hints]
+    expected = decode(case["expected"])
+    mismatch = compare(expected, outcome.plain, _tolerance(case))
+    if mismatch is None:
+        return None
+    what = "gradient" if case["mode"] == "grad" else "result"
+    lines = [
+        f"  expected: {describe(expected)}  ({_summary(expected)})",
+        f"  got:      {describe(outcome.plain)}  ({_summary(outcome.plain)})",
+        f"  problem:  the {what} differs: {mismatch}",
+    ]
+    hints = _looks_like(spec, case, outcome.plain, None, earlier)
+    if not hints:
+        found = diagnose(expected, outcome.plain, mismatch, call.args)
+        hints = [found] if found else []
+    return lines + [f"  hint:     {h}" for h in hints]
+
+
+def _summary(plain) -> str:
+    if isinstance(plain, list):
+        return f"a tuple of {len(plain)}"
+    if isinstance(plain, dict) and "array" in plain:
+        return f"{plain['dtype']}, shape {tuple(plain['array'].shape)}"
+    return plain.get("dtype", "?") if isinstance(plain, dict) else "?"

@@ -1,8 +1,10 @@
 """Read a sympy expression back from its `srepr` text without `eval`.
 
-A learner's expression crosses from the sandboxed worker to the judge as text; sympy's
-own parsers evaluate Python, so this one walks the syntax tree and builds only whitelisted
-sympy classes from literal arguments.
+A learner's expression crosses from the sandboxed kernel to the grader as text; sympy's own
+parsers evaluate Python, so this one walks the syntax tree and builds only whitelisted sympy
+classes from literal arguments. (Building can still be expensive: `Pow(Integer(3),
+Integer(50000000))` evaluates a huge integer. The grader therefore compares sympy answers in a
+child process with a time limit.)
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ ALLOWED = {
 MAX_CHARS = 100_000
 
 
-def parse_srepr(text: str) -> sympy.Basic:
+def parse_srepr(text: str, _sympy=None) -> sympy.Basic:
+    """The expression `text` (sympy's srepr form) describes; ValueError if it is anything else."""
     if not isinstance(text, str) or len(text) > MAX_CHARS:
         raise ValueError("expression text missing or too long")
     try:
