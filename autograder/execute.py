@@ -1,11 +1,18 @@
-"""Execute one submission: the notebook client runs here, on the grader's side; only the
-kernel runs inside the sandbox, reached over Unix sockets in the job's folder (so the
-kernel needs no network at all, and nothing it does can edit what the client records).
+"""Execute one submission: the notebook client runs here, on the grader's side; only the kernel
+runs inside the sandbox, reached over Unix sockets in the job's kernel folder (so the kernel
+needs no network, and nothing it does can edit what the client records).
 
-Every cell runs with a per-cell timeout (a hanging cell is interrupted and the next one
-runs) and an output cap; a kernel that dies ends the run with the cells after it marked
-not run; the whole notebook has a wall-clock limit. Verdicts are not computed here: the
-hidden cells only record results.
+What the client records, cell by cell, is the truth about the run:
+- a cell is "ok" only when its own execute reply said so; "error" (with the exception), or
+  "timeout" when it ran past the per-cell limit;
+- after a timeout the kernel must become idle again: if the interrupt did not take (a loop
+  whose bare `except:` swallows KeyboardInterrupt), the kernel is restarted, the cells before
+  that define things are run again silently, and grading goes on from the next cell; the hung
+  cell is reported as such, never as "kernel died";
+- the hidden tests' results arrive as display messages of type `RESULTS_MIME` while their cell
+  runs: they are taken out of the outputs and kept per cell. Results published from any other
+  cell are counted (a finding), never used;
+- output beyond a per-cell cap is dropped with a notice.
 """
 
 from __future__ import annotations
@@ -15,14 +22,20 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-PREAMBLE = "import autograder.judge  # captured before any learner code runs\n"
+from autograder.judge import RESULTS_MIME
+
+PREAMBLE = "import autograder.judge  # the grader's recorder, imported before any learner code\n"
 TRUNCATED = "\n[output truncated by the grader: this cell printed more than {limit} bytes]\n"
+MAX_RESULTS_BYTES = 64 * 2**20
+# How long a kernel gets to become idle after an interrupt before it is restarted.
+SETTLE_S = 5.0
 
 
 class WrappedKernelManager(AsyncKernelManager):
@@ -45,17 +58,30 @@ class WrappedKernelManager(AsyncKernelManager):
         return spec
 
 
-class CappedClient(NotebookClient):
-    """A client that keeps at most `cell_output_bytes` of output per cell."""
+class GradingClient(NotebookClient):
+    """A client that caps output per cell, takes the hidden tests' results out of the
+    outputs, and notices timeouts."""
 
     def __init__(self, *args, cell_output_bytes: int = 200_000, **kwargs):
         super().__init__(*args, **kwargs)
         self.cell_output_bytes = cell_output_bytes
         self.bytes_per_cell: dict[int, int] = {}
         self.truncated: set[int] = set()
+        self.results: dict[int, list] = {}
+        self.results_bytes = 0
+        self.timed_out = False
 
     def output(self, outs, msg, display_id, cell_index):
-        size = len(json.dumps(msg.get("content", {})))
+        content = msg.get("content", {})
+        data = content.get("data") if isinstance(content, dict) else None
+        if (
+            msg.get("msg_type") == "display_data"
+            and isinstance(data, dict)
+            and RESULTS_MIME in data
+        ):
+            self._keep_results(cell_index, data[RESULTS_MIME])
+            return None
+        size = len(json.dumps(content))
         used = self.bytes_per_cell.get(cell_index, 0) + size
         self.bytes_per_cell[cell_index] = used
         if used > self.cell_output_bytes:
@@ -66,31 +92,45 @@ class CappedClient(NotebookClient):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
+    def _keep_results(self, cell_index: int, payload) -> None:
+        size = len(json.dumps(payload)) if not isinstance(payload, str) else len(payload)
+        self.results_bytes += size
+        entry = payload if self.results_bytes <= MAX_RESULTS_BYTES else {"oversized": size}
+        self.results.setdefault(cell_index, []).append(entry)
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self.timed_out = True
+        return await super()._async_handle_timeout(timeout, cell)
+
 
 def _cell_status(cell) -> tuple[str, str]:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
             ename = out.get("ename", "")
-            if ename in ("KeyboardInterrupt", "CellTimeoutError"):
+            if ename in ("CellTimeoutError",):
                 return "timeout", ename
+            if ename == "KeyboardInterrupt":
+                return "timeout", "interrupted by the grader"
             return "error", f"{ename}: {str(out.get('evalue', ''))[:300]}"
     return "ok", ""
 
 
 def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_bytes: int):
     manager_class = type("JobKernelManager", (WrappedKernelManager,), {"wrapper": list(wrapper)})
+    kernel_dir = workdir / "kernel"
+    kernel_dir.mkdir(parents=True, exist_ok=True)
     km = manager_class(
         kernel_name="python3",
         transport="ipc",
-        ip=str(workdir / ".kernel"),
-        connection_file=str(workdir / ".kernel.json"),
+        ip=str(kernel_dir / "ipc"),
+        connection_file=str(kernel_dir / "connection.json"),
     )
     timeout_error = {
         "ename": "CellTimeoutError",
         "evalue": f"cell ran past {cell_timeout} s",
         "traceback": [f"CellTimeoutError: the grader stopped this cell after {cell_timeout} s"],
     }
-    return CappedClient(
+    return GradingClient(
         nb,
         km=km,
         timeout=cell_timeout,
@@ -103,22 +143,82 @@ def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_byt
     )
 
 
+async def _idle_within(client, seconds: float) -> bool:
+    """True when the kernel answers a trivial request within `seconds` (it is idle again)."""
+    kc = client.kc
+    msg_id = kc.execute("", silent=True, store_history=False)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            reply = await kc.shell_channel.get_msg(timeout=max(0.05, deadline - time.monotonic()))
+        except Empty:
+            return False
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return True
+    return False
+
+
+async def _settle_after_timeout(client) -> str:
+    """After a cell timed out: "interrupted" if the kernel became idle, else "restarted"."""
+    if await _idle_within(client, SETTLE_S):
+        return "interrupted"
+    await client.km.interrupt_kernel()
+    if await _idle_within(client, SETTLE_S / 2):
+        return "interrupted"
+    await client.km.restart_kernel(now=True)
+    await client.kc.wait_for_ready(timeout=60)
+    return "restarted"
+
+
+async def _replay(client, nb, report: dict, upto: int) -> None:
+    """Run again, silently, the cells before `upto` that ran to completion (what defines the
+    learner's functions), except hidden-test cells, whose results were already taken."""
+    replayed = 0
+    for entry in report["cells"]:
+        if entry["index"] >= upto or entry.get("status") != "ok" or entry.get("hidden_tests_of"):
+            continue
+        source = nb.cells[entry["index"]].source
+        msg_id = client.kc.execute(source, silent=True, store_history=False)
+        try:
+            reply = await asyncio.wait_for(_reply_for(client, msg_id), client.timeout or 30)
+        except TimeoutError:
+            await _settle_after_timeout(client)
+            report["replay_incomplete"] = True
+            return
+        if reply.get("content", {}).get("status") == "ok":
+            replayed += 1
+    report["replayed_cells"] = report.get("replayed_cells", 0) + replayed
+
+
+async def _reply_for(client, msg_id: str) -> dict:
+    while True:
+        reply = await client.kc.shell_channel.get_msg(timeout=None)
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return reply
+
+
+def _entry(index: int, cell) -> dict:
+    meta = cell.get("metadata", {})
+    return {
+        "index": index,
+        "grade_id": meta.get("nbgrader", {}).get("grade_id", ""),
+        "hidden_tests_of": meta.get("autograder", {}).get("hidden_tests_of", ""),
+        "grader_cell": bool(meta.get("autograder", {}).get("grader_cell")),
+    }
+
+
 async def _run_cells(client, nb, report: dict, cell_timeout: int) -> None:
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        meta = cell.get("metadata", {})
-        entry = {
-            "index": index,
-            "grade_id": meta.get("nbgrader", {}).get("grade_id", ""),
-            "hidden_tests_of": meta.get("autograder", {}).get("hidden_tests_of", ""),
-        }
+        entry = _entry(index, cell)
         report["cells"].append(entry)
-        start = time.perf_counter()
         if report["kernel_died"]:
             entry.update(status="not-run", detail="the kernel had died in an earlier cell")
             continue
         entry["status"] = "running"
+        start = time.perf_counter()
+        client.timed_out = False
         try:
             await client.async_execute_cell(cell, index)
             entry["status"], entry["detail"] = _cell_status(cell)
@@ -126,32 +226,43 @@ async def _run_cells(client, nb, report: dict, cell_timeout: int) -> None:
             entry.update(status="timeout", detail=f"ran past {cell_timeout} s")
         except DeadKernelError:
             report["kernel_died"] = True
-            entry.update(
-                status="kernel-died", detail="the kernel died (exit, crash or out of memory)"
-            )
+            entry.update(status="kernel-died", detail="the kernel stopped (exit, crash or a limit)")
         except CellExecutionError as exc:
             entry.update(status="error", detail=str(exc)[:300])
         entry["seconds"] = round(time.perf_counter() - start, 3)
         entry["truncated"] = index in client.truncated
+        if client.timed_out and not report["kernel_died"]:
+            entry["status"] = "timeout"
+            entry["detail"] = f"ran past the grader's limit of {cell_timeout} s per cell"
+            how = await _settle_after_timeout(client)
+            if how == "restarted":
+                entry["detail"] += (
+                    "; it ignored the interrupt, so the grader restarted the kernel and ran the "
+                    "earlier cells again before going on"
+                )
+                report["restarts"] = report.get("restarts", 0) + 1
+                await _replay(client, nb, report, index)
+        results = client.results.get(index)
+        if results is not None:
+            if entry["hidden_tests_of"]:
+                entry["results"] = results
+            else:
+                entry["published_results"] = len(results)
 
 
 async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -> None:
     with open(workdir / "kernel.log", "wb") as log:
         async with client.async_setup_kernel(env=env, cwd=str(workdir), stdout=log, stderr=log):
-            await _execute_in_kernel(client, nb, report, limits)
-
-
-async def _execute_in_kernel(client, nb, report: dict, limits) -> None:
-    await client.async_execute_cell(nbformat.v4.new_code_cell(PREAMBLE), -1)
-    try:
-        await asyncio.wait_for(
-            _run_cells(client, nb, report, limits.cell_timeout_s), limits.notebook_timeout_s
-        )
-    except TimeoutError:
-        report["timed_out"] = True
-        for entry in report["cells"]:
-            if entry.get("status") == "running":
-                entry.update(status="timeout", detail="the notebook's time limit ran out")
+            try:
+                await asyncio.wait_for(
+                    _run_cells(client, nb, report, limits.cell_timeout_s),
+                    limits.notebook_timeout_s,
+                )
+            except TimeoutError:
+                report["timed_out"] = True
+                for entry in report["cells"]:
+                    if entry.get("status") == "running":
+                        entry.update(status="timeout", detail="the notebook's time limit ran out")
 
 
 def execute(nb, workdir: Path, limits, wrapper: list[str], env: dict) -> dict:

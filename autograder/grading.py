@@ -1,19 +1,23 @@
 """Grade a class: one sandboxed job per (student, lesson), N in parallel, one gradebook writer.
 
-For each submission a worker
-1. rebuilds it on the lesson's source notebook (`sanitize.merge`) and scans it (`integrity`);
-2. writes the hidden tests' inputs (`transport.write_probes`) into the job's folder;
-3. executes it in the sandbox (`python -m autograder.execute`), where hidden test cells only
-   record the learner's outputs as plain data;
-4. compares those outputs with the reference kernels in its own process (`judge.verdict_for`)
-   and scores each test cell: full points when every judged exercise in it passed, else 0.
+The coordinator (`grade`)
+1. finds every submission (`discover`): each one becomes a job, or is accounted for with the
+   reason it cannot be graded; one broken submission never stops the batch;
+2. draws this run's seed (fresh each run unless given; recorded in every result) and plans
+   each lesson once for the whole class (`autograder.verdict.plan_lesson`: hidden probes,
+   the reference's outputs, every known mistake's outputs);
+3. runs the jobs on an executor (a local process pool; see `autograder.executors`);
+4. writes each result to `results/<lesson>/<student>.json` (the truth) and derives nbgrader's
+   gradebook from the results of the students currently submitted.
 
-Workers never touch the gradebook: the coordinating process writes every result into
-nbgrader's SQLite gradebook, one at a time. Jobs are independent and their inputs are
-seeded per exercise, so the scores do not depend on the number of workers. A lock file
-makes a second concurrent `grade` run stop with a clear message. Results are cached by a
-hash of the submission, the lesson source and the grader, so re-running is idempotent and
-re-grades only what changed (`force=True` re-grades everything).
+A worker (`grade_job`) rebuilds the submission on the lesson's source notebook
+(`sanitize.merge`), scans it (`integrity`), writes the probes, runs the notebook with its kernel
+in the sandbox (`autograder.execute`), and judges what the hidden test cells sent back against
+the plan (`autograder.verdict`), in its own process: a cell scores its points when every
+exercise it judges passed.
+
+Results are cached by a hash of the submission, the lesson (notebook and declaration), the
+grader's own code and the limits, so re-running re-grades only what changed.
 """
 
 from __future__ import annotations
@@ -21,23 +25,24 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import nbformat
 
-from autograder import coursedir, integrity, sandbox, sanitize, transport
-from autograder.judge import RECORD_DIR_ENV, ProbeVerdict, Verdict, verdict_for
+from autograder import coursedir, integrity, sandbox, sanitize
+from autograder.judge import RECORD_DIR_ENV, file_stem
 from autograder.nbgrader_config import REPO
+from autograder.results import CellResult, ExerciseVerdict, GradingResult, ProbeVerdict
 
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"
 
 
 class GradeLocked(RuntimeError):
@@ -49,7 +54,7 @@ class Job:
     student: str
     lesson: str
     notebook: str
-    submission: Path | None  # None: nothing was submitted
+    submission: Path | None  # None: nothing gradable was submitted
     note: str = ""
 
 
@@ -57,7 +62,7 @@ class Job:
 class Settings:
     root: Path
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
-    seed: int | None = None
+    seed: int | None = None  # None: a fresh seed for every run
     threads_per_kernel: int = 1
 
 
@@ -71,15 +76,16 @@ def lesson_notebooks(lesson: str) -> list[Path]:
 def discover(root: Path, lessons: list[str]) -> list[Job]:
     """A job for every student folder in submitted/, per lesson and notebook.
 
-    A lesson folder with one notebook under another name is graded with a note; an
-    absent notebook becomes a job with no submission, so it is reported, not skipped.
+    A lesson folder with one notebook under another name is graded with a note; an absent
+    notebook becomes a job with no submission, so it is reported, not skipped.
     """
     jobs = []
-    students = sorted(p.name for p in (root / "submitted").glob("*") if p.is_dir())
+    base = root / "submitted"
+    students = sorted(p.name for p in base.glob("*") if p.is_dir() and not p.is_symlink())
     for student in students:
         for lesson in lessons:
-            folder = root / "submitted" / student / lesson
-            if not folder.is_dir():
+            folder = base / student / lesson
+            if not folder.is_dir() or folder.is_symlink():
                 continue
             for source in lesson_notebooks(lesson):
                 jobs.append(_job_for(student, lesson, source.name, folder))
@@ -88,9 +94,13 @@ def discover(root: Path, lessons: list[str]) -> list[Job]:
 
 def _job_for(student: str, lesson: str, name: str, folder: Path) -> Job:
     exact = folder / name
-    if exact.exists():
+    if exact.is_file() and not exact.is_symlink():
         return Job(student, lesson, name, exact)
-    others = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    others = sorted(
+        p
+        for p in folder.glob("*.ipynb")
+        if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
+    )
     if len(others) == 1:
         return Job(
             student,
@@ -109,83 +119,106 @@ def _job_for(student: str, lesson: str, name: str, folder: Path) -> Job:
 
 # ---------------------------------------------------------------- one job (in a worker)
 
-_TEMPLATES: dict[Path, sanitize.Template] = {}
 
-
+@cache
 def template_for(lesson: str, notebook: str) -> sanitize.Template:
-    path = REPO / "solutions" / lesson / notebook
-    if path not in _TEMPLATES:
-        _TEMPLATES[path] = sanitize.load_template(path)
-    return _TEMPLATES[path]
+    return sanitize.load_template(REPO / "solutions" / lesson / notebook)
 
 
 def job_dir(root: Path, job: Job) -> Path:
     return root / "work" / job.lesson / job.student
 
 
-def result_path(root: Path, job: Job) -> Path:
-    return root / "results" / job.lesson / f"{job.student}.json"
+def result_path(root: Path, lesson: str, student: str) -> Path:
+    return root / "results" / lesson / f"{student}.json"
 
 
-def cache_key(job: Job, settings: Settings) -> str:
+@cache
+def grader_fingerprint(lesson: str) -> str:
+    """A hash of everything that decides a verdict besides the submission: the grader's code,
+    the comparator and calling protocol, the kernels, and the lesson's declaration/notebook."""
     digest = hashlib.sha256(GRADER_VERSION.encode())
-    digest.update((REPO / "solutions" / job.lesson / job.notebook).read_bytes())
-    digest.update(repr((settings.limits, settings.seed, job.note)).encode())
-    if job.submission is not None and job.submission.exists():
-        digest.update(job.submission.read_bytes())
+    paths = [
+        *sorted((REPO / "autograder").glob("*.py")),
+        *sorted((REPO / "course").glob("*.py")),
+        *sorted((REPO / "solutions" / "kernels").glob("*.py")),
+        *sorted((REPO / "solutions" / lesson).glob("*.py")),
+        *lesson_notebooks(lesson),
+    ]
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def grade_job(job: Job, settings: Settings) -> dict:
+def cache_key(job: Job, settings: Settings) -> str:
+    digest = hashlib.sha256(grader_fingerprint(job.lesson).encode())
+    digest.update(repr((settings.limits, job.note, job.notebook)).encode())
+    if job.submission is not None:
+        try:
+            digest.update(job.submission.read_bytes())
+        except OSError as exc:
+            digest.update(repr(exc).encode())
+    return digest.hexdigest()
+
+
+def _new_result(job: Job, settings: Settings, seed: int) -> GradingResult:
+    template = template_for(job.lesson, job.notebook)
+    return GradingResult(
+        student=job.student,
+        lesson=job.lesson,
+        notebook=job.notebook,
+        status="graded",
+        max_score=template.max_score,
+        notes=[job.note] if job.note else [],
+        seed=seed,
+        submission=job.submission.name if job.submission else "",
+        cache_key=cache_key(job, settings),
+    )
+
+
+def grade_job(job: Job, settings: Settings, plans: dict, seed: int) -> GradingResult:
     """Grade one submission; never raises for anything the submission did."""
     start = time.perf_counter()
+    result = _new_result(job, settings, seed)
     template = template_for(job.lesson, job.notebook)
-    result = {
-        "student": job.student,
-        "lesson": job.lesson,
-        "notebook": job.notebook,
-        "max_score": template.max_score,
-        "score": 0.0,
-        "notes": [job.note] if job.note else [],
-        "findings": [],
-        "cells": {},
-        "cache_key": cache_key(job, settings),
-    }
-    try:
-        submission = sanitize.read_submission(job.submission) if job.submission else None
-    except sanitize.UnreadableNotebook as exc:
-        submission, result["status"], result["reason"] = None, "unreadable", str(exc)
+    submission = None
     if job.submission is None:
-        result["status"], result["reason"] = "missing", job.note or "nothing submitted"
-    if submission is None:
-        result["cells"] = _zero_cells(template, result["reason"])
+        result.status, result.reason = "missing", job.note or "nothing submitted"
     else:
-        result.update(_execute_and_judge(job, template, submission, settings))
-    result["seconds"] = round(time.perf_counter() - start, 2)
+        try:
+            submission = sanitize.read_submission(job.submission)
+        except sanitize.UnreadableNotebook as exc:
+            result.status, result.reason = "unreadable", str(exc)
+    if submission is None:
+        result.cells = _zero_cells(template, result.reason)
+    else:
+        _execute_and_judge(job, template, submission, settings, plans[job.lesson], result)
+    result.recompute_score()
+    result.seconds = round(time.perf_counter() - start, 2)
     return result
 
 
-def _zero_cells(template: sanitize.Template, reason: str) -> dict:
-    return {
-        gid: {"points": 0.0, "max": pts, "passed": False, "reason": reason, "exercises": []}
-        for gid, pts in template.points.items()
-    }
+def _zero_cells(template: sanitize.Template, reason: str) -> dict[str, CellResult]:
+    return {gid: CellResult(gid, 0.0, pts, reason=reason) for gid, pts in template.points.items()}
 
 
-def _prepare_workdir(workdir: Path, template: sanitize.Template, seed: int | None) -> dict:
-    from autograder.exercises import get_exercise
-
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    (workdir / "results").mkdir(parents=True)
-    probes = {}
+def _prepare_workdir(workdir: Path, template: sanitize.Template, plans: dict) -> None:
+    if workdir.exists() or workdir.is_symlink():
+        _remove(workdir)
+    (workdir / "probes").mkdir(parents=True)
     for exercise_id in template.exercise_ids():
-        exercise = get_exercise(exercise_id)
-        probes[exercise_id] = (exercise, exercise.make_probes(seed))
-        path = workdir / "probes" / f"{transport.file_stem(exercise_id)}.pt"
-        transport.write_probes(path, exercise, probes[exercise_id][1])
-    _copy_font_cache(workdir / ".mpl")
-    return probes
+        payload = plans[exercise_id].payload()
+        (workdir / "probes" / f"{file_stem(exercise_id)}.json").write_text(json.dumps(payload))
+    _copy_font_cache(workdir / "kernel" / "mpl")
+
+
+def _remove(path: Path) -> None:
+    """Remove a job folder without following any link a kernel may have left in it."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _copy_font_cache(target: Path) -> None:
@@ -197,136 +230,192 @@ def _copy_font_cache(target: Path) -> None:
         shutil.copy(cached, target / cached.name)
 
 
-def _execute_and_judge(job: Job, template, submission, settings: Settings) -> dict:
+def _execute_and_judge(job, template, submission, settings, plans, result: GradingResult) -> None:
     merged, notes = sanitize.merge(template, submission)
+    result.notes += notes
     findings = integrity.scan(sanitize.learner_sources(template, submission))
     workdir = job_dir(settings.root, job)
-    probes = _prepare_workdir(workdir, template, settings.seed)
-    execution, isolation = _run_sandboxed(merged, workdir, settings)
+    _prepare_workdir(workdir, template, plans)
+    try:
+        execution, isolation = _run_sandboxed(merged, workdir, settings)
+    finally:
+        _save_executed(settings.root, job, merged)
+        _remove(workdir)
     if execution.get("startup_error") and not execution.get("cells"):
         # Nothing of the learner's ran: a problem on the grader's side, not a score of 0.
         raise RuntimeError(f"the kernel did not start: {execution['startup_error']}")
-    cells = _score_cells(template, probes, workdir, execution)
-    warnings = _stderr_warnings(workdir)
-    summary = _execution_summary(execution)
-    findings += integrity.structural_findings(notes) + integrity.runtime_findings(summary)
-    return {
-        "status": "graded",
-        "isolation": isolation,
-        "notes": ([job.note] if job.note else []) + notes,
-        "warnings": warnings,
-        "findings": [f.to_dict() for f in findings],
-        "cells": cells,
-        "score": sum(c["points"] for c in cells.values()),
-        "execution": summary,
-    }
-
-
-def _kernel_env(workdir: Path, settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "JPY_"))}
-    threads = str(settings.threads_per_kernel)
-    env.update(
-        {
-            "NBGRADER_EXECUTION": "autograde",
-            RECORD_DIR_ENV: str(workdir),
-            "HOME": str(workdir),
-            "MPLCONFIGDIR": str(workdir / ".mpl"),
-            "MPLBACKEND": "agg",
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "JUPYTER_RUNTIME_DIR": str(workdir / ".runtime"),
-            "PATH": coursedir.tool_env()["PATH"],
-        }
+    result.isolation = isolation
+    result.cells = _score_cells(template, plans, execution)
+    result.warnings = _stderr_warnings(merged)
+    result.execution = _execution_summary(execution)
+    result.findings = (
+        findings
+        + integrity.structural_findings(notes)
+        + integrity.runtime_findings(result.execution)
+        + integrity.verdict_findings(result.cells)
     )
-    if settings.seed is not None:
-        env["AUTOGRADER_SEED"] = str(settings.seed)
-    return env
+
+
+def _save_executed(root: Path, job: Job, nb) -> None:
+    """The executed notebook, in a folder no kernel can reach (outputs of hidden tests kept)."""
+    target = root / "autograded" / job.student / job.lesson / job.notebook
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():
+        target.unlink()
+    nbformat.write(nb, target)
 
 
 def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str]:
     from autograder.execute import execute
 
     wrapper, isolation = sandbox.kernel_wrapper(workdir, settings.root, settings.limits)
-    execution = execute(merged, workdir, settings.limits, wrapper, _kernel_env(workdir, settings))
-    nbformat.write(merged, workdir / "executed.ipynb")
+    env = sandbox.kernel_env(workdir, settings.threads_per_kernel, RECORD_DIR_ENV)
+    execution = execute(merged, workdir, settings.limits, wrapper, env)
     return execution, isolation
 
 
 def _cell_problem(execution: dict, grade_id: str) -> str:
-    """Why a test cell recorded nothing: its own status, or how the run ended."""
+    """Why a test cell sent back nothing: its own status, or how the run ended."""
     for cell in execution.get("cells", []):
-        if isinstance(cell, dict) and cell.get("hidden_tests_of") == grade_id:
-            status = cell.get("status")
-            if status in ("timeout", "kernel-died", "not-run"):
-                return f"the test cell did not finish: {cell.get('detail', status)}"
-            if status == "error":
-                return f"the test cell raised {str(cell.get('detail', ''))[:200]}"
+        if cell.get("hidden_tests_of") != grade_id:
+            continue
+        status = cell.get("status")
+        if status == "timeout":
+            return f"the hidden tests did not finish: {cell.get('detail', 'timeout')}"
+        if status in ("kernel-died", "not-run"):
+            return _stopped_reason(execution)
+        if status == "error":
+            return (
+                f"the hidden tests could not run: {str(cell.get('detail', ''))[:200]} (an "
+                "earlier cell must define the function, and the grader's recorder must be left "
+                "as it is)"
+            )
+        return "the hidden tests ran but sent no results (was the grader's recorder replaced?)"
     if execution.get("timed_out"):
         return "the notebook ran past the grader's time limit before this test"
+    return _stopped_reason(execution)
+
+
+def _stopped_reason(execution: dict) -> str:
+    if execution.get("limit_hit"):
+        return f"the notebook was stopped: {execution['limit_hit']}"
+    if execution.get("kernel_died"):
+        return "the kernel stopped before this test (an exit, a crash, or a resource limit)"
     return "the test did not run (the notebook stopped earlier)"
 
 
-def _score_cells(template, probes: dict, workdir: Path, execution: dict) -> dict:
+def _score_cells(template, plans: dict, execution: dict) -> dict[str, CellResult]:
+    from autograder.verdict import judge_exercise
+
+    reports = _reports_by_exercise(execution)
     cells = {}
     for gid, points in template.points.items():
-        verdicts = [
-            _verdict(eid, probes[eid], workdir, execution, gid)
-            for eid in template.judged.get(gid, [])
-        ]
+        verdicts = []
+        for eid in template.judged.get(gid, []):
+            raw = reports.get(eid)
+            if raw == "duplicate":
+                verdicts.append(_duplicate_verdict(eid))
+            else:
+                verdicts.append(judge_exercise(plans[eid], raw, _cell_problem(execution, gid)))
         passed = bool(verdicts) and all(v.passed for v in verdicts)
-        cells[gid] = {
-            "points": points if passed else 0.0,
-            "max": points,
-            "passed": passed,
-            "exercises": [v.to_dict() for v in verdicts],
-        }
+        cell = CellResult(gid, points if passed else 0.0, points, verdicts)
         if not verdicts:
-            cells[gid]["reason"] = "this test cell has no judged exercise"
+            cell.reason = "this test cell has no judged exercise"
+        cells[gid] = cell
+    _note_dependencies(cells, plans)
     return cells
 
 
-def _verdict(
-    exercise_id: str, exercise_probes, workdir: Path, execution: dict, gid: str
-) -> Verdict:
-    exercise, probes = exercise_probes
-    try:
-        results = transport.read_results(workdir / "results", exercise_id, len(probes))
-    except FileNotFoundError:
-        reason = _cell_problem(execution, gid)
-        return Verdict(exercise_id, exercise.title, [ProbeVerdict("ran", False, reason)])
-    except transport.BadResults as exc:
-        return Verdict(exercise_id, exercise.title, [ProbeVerdict("results", False, str(exc))])
-    return verdict_for(exercise, probes, results)
+def _reports_by_exercise(execution: dict) -> dict:
+    """{exercise id: raw report} from the hidden cells; "duplicate" when one came twice."""
+    found: dict = {}
+    for cell in execution.get("cells", []):
+        for raw in cell.get("results", []) if cell.get("hidden_tests_of") else []:
+            eid = raw.get("exercise") if isinstance(raw, dict) else None
+            if not isinstance(eid, str):
+                continue
+            found[eid] = "duplicate" if eid in found else raw
+    return found
+
+
+def _duplicate_verdict(exercise_id: str) -> ExerciseVerdict:
+    why = "the exercise's results were sent twice (by code other than the grader's recorder)"
+    return ExerciseVerdict(
+        exercise_id, "", [ProbeVerdict("results", False, "could not be verified", tampering=why)]
+    )
+
+
+def _note_dependencies(cells: dict[str, CellResult], plans: dict) -> None:
+    """Tell a failing exercise when a learner function it calls failed its own checks."""
+    failed = {
+        plans[v.exercise].exercise.function
+        for c in cells.values()
+        for v in c.exercises
+        if not v.passed and v.exercise in plans
+    }
+    for cell in cells.values():
+        for verdict in cell.exercises:
+            plan = plans.get(verdict.exercise)
+            if verdict.passed or plan is None:
+                continue
+            broken = [f for f in plan.exercise.uses if f in failed]
+            if broken and not plan.exercise.stand_ins:
+                names = ", ".join(f"`{f}`" for f in broken)
+                verdict.note = f"this exercise calls your {names}, which failed its own checks"
 
 
 def _execution_summary(execution: dict) -> dict:
-    cells = [c for c in execution.get("cells", []) if isinstance(c, dict)]
+    cells = execution.get("cells", [])
+    learner = [c for c in cells if not c.get("grader_cell") and not c.get("hidden_tests_of")]
+    first_error = next((c for c in learner if c.get("status") == "error"), None)
     return {
         "timed_out": bool(execution.get("timed_out")),
         "kernel_died": bool(execution.get("kernel_died")),
+        "limit_hit": execution.get("limit_hit"),
+        "restarts": execution.get("restarts", 0),
         "startup_error": execution.get("startup_error"),
         "cells_run": sum(1 for c in cells if c.get("status") not in ("not-run",)),
         "timeouts": [
             c.get("grade_id") or c.get("index") for c in cells if c.get("status") == "timeout"
         ],
         "truncated": [c.get("grade_id") or c.get("index") for c in cells if c.get("truncated")],
+        "published_results": [
+            c.get("grade_id") or c.get("index") for c in cells if c.get("published_results")
+        ],
+        "first_error": _explain_error(first_error) if first_error else None,
         "errors": [
-            f"{c.get('grade_id') or c.get('index')}: {c.get('detail', '')}"[:200]
-            for c in cells
+            f"{c.get('grade_id') or 'cell ' + str(c.get('index'))}: {c.get('detail', '')}"[:200]
+            for c in learner
             if c.get("status") == "error"
         ][:20],
     }
 
 
-def _stderr_warnings(workdir: Path) -> list[str]:
-    """Warnings the learner's code printed: shown to them, never scored."""
-    try:
-        nb = nbformat.read(workdir / "executed.ipynb", as_version=4)
-    except Exception:  # noqa: BLE001 - a run that was killed leaves no notebook
-        return []
+_ERROR_MEANINGS = {
+    "StdinNotImplementedError": "input() cannot be answered during grading: remove the input() "
+    "call (or give the value directly)",
+    "ModuleNotFoundError": "a module that is not installed where the notebook is graded",
+    "FileNotFoundError": "a file that exists on your machine but not where the notebook is graded",
+    "NameError": "a name used before the cell that defines it has run (run the notebook top to "
+    "bottom before submitting)",
+    "MemoryError": "the cell ran out of memory",
+}
+
+
+def _explain_error(cell: dict) -> dict:
+    detail = str(cell.get("detail", ""))
+    name = detail.split(":")[0].strip()
+    label = cell.get("grade_id") or f"cell {cell.get('index')}"
+    return {"cell": label, "error": detail[:300], "meaning": _ERROR_MEANINGS.get(name, "")}
+
+
+def _stderr_warnings(nb) -> list[str]:
+    """Warnings the learner's own cells printed: shown to them (never scored). Output of the
+    hidden test cells is left out: it could echo a hidden probe's inputs."""
     found = []
     for cell in nb.cells:
+        if cell.get("metadata", {}).get("autograder", {}).get("hidden_tests_of"):
+            continue
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 text = out.get("text", "")
@@ -366,7 +455,10 @@ def ensure_course(root: Path, lessons: list[str]) -> coursedir.CourseDir:
     course = coursedir.CourseDir(root.resolve())
     stamp = root / "sources.json"
     hashes = {lesson: _lesson_hash(lesson) for lesson in lessons}
-    old = json.loads(stamp.read_text()) if stamp.exists() else {}
+    try:
+        old = json.loads(stamp.read_text()) if stamp.exists() else {}
+    except ValueError:
+        old = {}
     if (root / "gradebook.db").exists() and all(old.get(k) == v for k, v in hashes.items()):
         return course
     coursedir.create(root, lessons)
@@ -381,60 +473,39 @@ def _lesson_hash(lesson: str) -> str:
     return digest.hexdigest()
 
 
-def _cached(job: Job, settings: Settings) -> dict | None:
-    path = result_path(settings.root, job)
+def load_result(path: Path) -> GradingResult | None:
     try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None
+        return GradingResult.from_json(path.read_text())
+    except (OSError, ValueError, TypeError, KeyError):
         return None
-    return old if old.get("cache_key") == cache_key(job, settings) else None
 
 
-def _record(course: coursedir.CourseDir, result: dict) -> None:
-    import warnings
-
-    from nbgrader.api import Gradebook
-
-    with Gradebook(course.db_url) as gb, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SQLAlchemy autoflush notes from nbgrader's own API
-        gb.update_or_create_student(result["student"])
-        gb.update_or_create_submission(result["lesson"], result["student"])
-        for gid, cell in result["cells"].items():
-            grade = gb.find_grade(
-                gid, Path(result["notebook"]).stem, result["lesson"], result["student"]
-            )
-            grade.auto_score = float(cell["points"])
-            grade.needs_manual_grade = False
-        gb.db.commit()
+def _cached(job: Job, settings: Settings) -> GradingResult | None:
+    old = load_result(result_path(settings.root, job.lesson, job.student))
+    if old is None or old.cache_key != cache_key(job, settings):
+        return None
+    old.cached = True
+    return old
 
 
-def _save(settings: Settings, job: Job, result: dict) -> None:
-    path = result_path(settings.root, job)
+def save_result(root: Path, result: GradingResult) -> None:
+    path = result_path(root, result.lesson, result.student)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=str))
-    executed = job_dir(settings.root, job) / "executed.ipynb"
-    if executed.exists():
-        target = settings.root / "autograded" / job.student / job.lesson / job.notebook
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(executed, target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(result.to_json())
+    os.replace(tmp, path)
 
 
-def _failed_job(job: Job, settings: Settings, exc: BaseException) -> dict:
-    template = template_for(job.lesson, job.notebook)
-    reason = f"the grader failed on this submission: {type(exc).__name__}: {exc}"[:500]
-    return {
-        "student": job.student,
-        "lesson": job.lesson,
-        "notebook": job.notebook,
-        "status": "error",
-        "reason": reason,
-        "score": 0.0,
-        "max_score": template.max_score,
-        "cells": _zero_cells(template, reason),
-        "notes": [],
-        "findings": [],
-        "cache_key": None,
-    }
+def failed_job(job: Job, settings: Settings, exc: BaseException, seed: int) -> GradingResult:
+    """A job the grader could not finish: 0 points, the reason, never cached."""
+    result = _new_result(job, settings, seed)
+    result.status = "error"
+    result.reason = f"the grader could not grade this submission: {type(exc).__name__}: {exc}"[:500]
+    result.cells = _zero_cells(template_for(job.lesson, job.notebook), result.reason)
+    result.cache_key = None
+    return result
 
 
 def grade(
@@ -443,50 +514,66 @@ def grade(
     workers: int = 1,
     force: bool = False,
     settings: Settings | None = None,
-    progress: Callable[[dict], None] | None = None,
-) -> list[dict]:
+    progress: Callable[[GradingResult], None] | None = None,
+    executor=None,
+) -> list[GradingResult]:
     """Grade every submission of `lessons` under `root`/submitted; return one result each."""
+    from autograder.executors import LocalExecutor
+    from autograder.gradebook import sync_gradebook
+
     root = root.resolve()
     settings = settings or Settings(root=root)
     settings.root = root
     with grade_lock(root):
         course = ensure_course(root, lessons)
         jobs = discover(root, lessons)
-        results: list[dict] = []
+        seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+        results: list[GradingResult] = []
         todo = []
         for job in jobs:
             cached = None if force else _cached(job, settings)
             if cached is not None:
-                cached["cached"] = True
                 results.append(cached)
             else:
                 todo.append(job)
         groups = _group_identical(todo, settings)
-        for job, result in _run_jobs([g[0] for g in groups], settings, workers):
+        plans = _plans({job.lesson for job in todo}, seed)
+        executor = executor or LocalExecutor(workers)
+        leaders = [g[0] for g in groups]
+        for job, result in executor.run(leaders, settings, plans, seed):
             group = next(g for g in groups if g[0] is job)
             for member in group:
                 own = result if member is job else _adopt(result, member, settings)
-                _save(settings, member, own)
+                save_result(root, own)
                 results.append(own)
                 if progress:
                     progress(own)
-        for result in results:
-            _record(course, result)
+        sync_gradebook(course, root, lessons, jobs)
         summary = {
             "graded_at": time.time(),
-            "workers": workers,
+            "seed": seed,
+            "workers": getattr(executor, "workers", workers),
+            "executor": type(executor).__name__,
             "jobs": len(jobs),
-            "isolation": sorted({r.get("isolation", "-") for r in results}),
+            "graded": len(todo),
+            "isolation": sorted({r.isolation or "-" for r in results}),
         }
+        (root / "results").mkdir(parents=True, exist_ok=True)
         (root / "results" / "last_run.json").write_text(json.dumps(summary))
-    return sorted(results, key=lambda r: (r["lesson"], r["student"]))
+    return sorted(results, key=lambda r: (r.lesson, r.student))
+
+
+def _plans(lessons: set[str], seed: int) -> dict:
+    from autograder.verdict import plan_lesson
+
+    return {lesson: plan_lesson(lesson, seed) for lesson in sorted(lessons)}
 
 
 def _execution_key(job: Job, settings: Settings) -> str | None:
     """Identical notebooks after sanitizing run identically: one execution serves them all.
 
-    (Common in a real class: many hand in the untouched release.) None when there is
-    nothing to execute.
+    (Common in a real class: many hand in the untouched release.) None when there is nothing
+    to execute, or when the notebook cannot be read (its own job reports why).
     """
     if job.submission is None:
         return None
@@ -494,12 +581,11 @@ def _execution_key(job: Job, settings: Settings) -> str | None:
         merged, _ = sanitize.merge(
             template_for(job.lesson, job.notebook), sanitize.read_submission(job.submission)
         )
-    except sanitize.UnreadableNotebook:
+    except Exception:  # noqa: BLE001 - any malformed input is reported by its own job
         return None
-    # Cell ids are random for inserted cells: hash what executes, not the file.
     cells = [(c.cell_type, c.source, c.get("metadata", {}).get("autograder")) for c in merged.cells]
-    digest = hashlib.sha256(json.dumps(cells, sort_keys=True).encode())
-    digest.update(repr((job.lesson, job.notebook, settings.limits, settings.seed)).encode())
+    digest = hashlib.sha256(json.dumps(cells, sort_keys=True, default=str).encode())
+    digest.update(repr((job.lesson, job.notebook, settings.limits)).encode())
     return digest.hexdigest()
 
 
@@ -515,52 +601,26 @@ def _group_identical(jobs: list[Job], settings: Settings) -> list[list[Job]]:
     return list(groups.values()) + alone
 
 
-def _adopt(result: dict, job: Job, settings: Settings) -> dict:
+def _adopt(result: GradingResult, job: Job, settings: Settings) -> GradingResult:
     """`result` of an identical notebook, with this student's own notes and findings."""
-    template = template_for(job.lesson, job.notebook)
-    submission = sanitize.read_submission(job.submission)
-    _, notes = sanitize.merge(template, submission)
-    findings = integrity.scan(sanitize.learner_sources(template, submission))
-    findings += integrity.structural_findings(notes)
-    findings += integrity.runtime_findings(result.get("execution", {}))
-    own = json.loads(json.dumps(result, default=str))
-    own.update(
-        student=job.student,
-        notes=([job.note] if job.note else []) + notes,
-        findings=[f.to_dict() for f in findings],
-        cache_key=cache_key(job, settings),
-        seconds=0.0,
-        shared_run=True,
+    own = GradingResult.from_json(result.to_json())
+    try:
+        template = template_for(job.lesson, job.notebook)
+        submission = sanitize.read_submission(job.submission)
+        _, notes = sanitize.merge(template, submission)
+        findings = integrity.scan(sanitize.learner_sources(template, submission))
+    except Exception as exc:  # noqa: BLE001 - the group's key said it was readable
+        return failed_job(job, settings, exc, result.seed or 0)
+    own.student = job.student
+    own.notes = ([job.note] if job.note else []) + notes
+    own.findings = (
+        findings
+        + integrity.structural_findings(notes)
+        + integrity.runtime_findings(own.execution)
+        + integrity.verdict_findings(own.cells)
     )
+    own.submission = job.submission.name if job.submission else ""
+    own.cache_key = cache_key(job, settings)
+    own.seconds = 0.0
+    own.shared_run = True
     return own
-
-
-def _run_jobs(jobs: list[Job], settings: Settings, workers: int):
-    if workers <= 1:
-        for job in jobs:
-            try:
-                yield job, grade_job(job, settings)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the class
-                yield job, _failed_job(job, settings, exc)
-        return
-    # forkserver, not fork: forking a process whose torch thread pools are running can
-    # deadlock the child on a lock another thread held at the moment of the fork.
-    context = multiprocessing.get_context("forkserver")
-    # Import torch, nbclient and the reference kernels once in the fork server rather than
-    # once per worker (seconds each); nothing has started a thread pool there yet.
-    context.set_forkserver_preload(
-        [
-            "autograder.grading",
-            "autograder.execute",
-            "autograder.exercises",
-            "solutions.kernels.softmax",
-        ]
-    )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(grade_job, job, settings): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                yield job, future.result()
-            except Exception as exc:  # noqa: BLE001
-                yield job, _failed_job(job, settings, exc)

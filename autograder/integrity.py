@@ -8,9 +8,10 @@ not scored.
 from __future__ import annotations
 
 import ast
-from dataclasses import asdict, dataclass
 
 from IPython.core.inputtransformer2 import TransformerManager
+
+from autograder.results import Finding
 
 LIBRARY_MODULES = {
     "torch",
@@ -100,15 +101,46 @@ GRADER_PATH_WORDS = (
 )
 
 
-@dataclass
-class Finding:
-    cell: str
-    line: int
-    kind: str
-    detail: str
+# How much each kind of finding matters. "high": an attempt to get around the grader (these
+# never gain points: every verdict is decided outside the learner's process; they are reported
+# so that an instructor can follow up); "medium": worth a look; "low": usually innocent.
+SEVERITY = {
+    "tampering with the grader": "high",
+    "imports grader code": "high",
+    "opens grader files": "high",
+    "patches a library": "high",
+    "overrides a comparison or conversion": "high",
+    "subclasses a tensor type": "high",
+    "reaches into library internals": "high",
+    "published grader results": "high",
+    "uses a risky function": "medium",
+    "uses a risky module": "medium",
+    "hit a limit": "medium",
+    "changed locked cells": "low",
+    "writes files": "low",
+    "does not parse": "low",
+}
+# Internals that switch off, bypass or imitate what the grader watches.
+INTERNALS = (
+    "torch.utils._python_dispatch",
+    "torch._C._unset_dispatch_mode",
+    "torch._C._DisableTorchDispatch",
+    "torch._C.DisableTorchFunction",
+    "torch._refs",
+    "torch._decomp",
+    "torch._prims",
+    "torch.library",
+    "sys.settrace",
+    "sys.setprofile",
+    "threading.settrace",
+    "threading.setprofile",
+    "builtins.__import__",
+    "sys.addaudithook",
+)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def finding(cell: str, line: int, kind: str, detail: str) -> Finding:
+    return Finding(cell, line, kind, detail, SEVERITY.get(kind, "medium"))
 
 
 def _dotted(node: ast.AST) -> str:
@@ -127,9 +159,14 @@ class _Scanner(ast.NodeVisitor):
         self.findings: list[Finding] = []
 
     def add(self, node: ast.AST, kind: str, detail: str) -> None:
-        self.findings.append(Finding(self.cell, getattr(node, "lineno", 0), kind, detail))
+        self.findings.append(finding(self.cell, getattr(node, "lineno", 0), kind, detail))
+
+    def _check_internals(self, node: ast.AST, name: str) -> None:
+        if any(name == i or name.startswith(i + ".") for i in INTERNALS):
+            self.add(node, "reaches into library internals", f"uses {name}")
 
     def _check_module(self, node: ast.AST, name: str) -> None:
+        self._check_internals(node, name)
         root = name.split(".")[0]
         if root in ANSWER_PACKAGES:
             self.add(node, "imports grader code", f"imports {name}")
@@ -147,6 +184,7 @@ class _Scanner(ast.NodeVisitor):
         module = node.module or ""
         self._check_module(node, module)
         for alias in node.names:
+            self._check_internals(node, f"{module}.{alias.name}")
             if module == "os" and alias.name in ("_exit", "system", "popen", "kill", "fork"):
                 self.add(node, "uses a risky function", f"from os import {alias.name}")
         self.generic_visit(node)
@@ -184,6 +222,10 @@ class _Scanner(ast.NodeVisitor):
             self.add(node, "subclasses a tensor type", f"class {node.name}({', '.join(bases)})")
         self.generic_visit(node)
 
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self._check_internals(node, _dotted(node))
+        self.generic_visit(node)
+
     def visit_Call(self, node: ast.Call) -> None:
         name = _dotted(node.func)
         if name in CALLS:
@@ -213,40 +255,68 @@ def scan_source(cell: str, source: str) -> list[Finding]:
         python = TransformerManager().transform_cell(source)
         tree = ast.parse(python)
     except (SyntaxError, ValueError) as exc:
-        return [Finding(cell, getattr(exc, "lineno", 0) or 0, "does not parse", str(exc)[:120])]
+        return [finding(cell, getattr(exc, "lineno", 0) or 0, "does not parse", str(exc)[:120])]
     scanner = _Scanner(cell)
     scanner.visit(tree)
     return scanner.findings
 
 
 def scan(sources: list[tuple[str, str]]) -> list[Finding]:
-    """Findings for every (cell label, source) pair the learner wrote."""
-    return [f for cell, source in sources for f in scan_source(cell, source)]
+    """Findings for every (cell label, source) pair the learner wrote (one per kind and line)."""
+    found, seen = [], set()
+    for cell, source in sources:
+        for f in scan_source(cell, source):
+            key = (f.cell, f.line, f.kind)
+            if key not in seen:
+                seen.add(key)
+                found.append(f)
+    return found
 
 
 def structural_findings(notes: list[str]) -> list[Finding]:
     """Locked cells or grade ids the submission changed, deleted or duplicated (all restored)."""
     return [
-        Finding("notebook", 0, "changed locked cells", note)
+        finding("notebook", 0, "changed locked cells", note)
         for note in notes
         if "locked cell" in note or "duplicate" in note or "was missing" in note
     ]
 
 
 def runtime_findings(execution: dict) -> list[Finding]:
-    """Limits the run hit: hangs, a dead kernel, memory exhaustion, flooded output."""
+    """Limits the run hit, and grader results published from a learner's own cell."""
     found = []
     for cell in execution.get("timeouts", []):
-        found.append(Finding(str(cell), 0, "hit a limit", "ran past the per-cell time limit"))
+        found.append(finding(str(cell), 0, "hit a limit", "ran past the per-cell time limit"))
+    if execution.get("restarts"):
+        found.append(finding("notebook", 0, "hit a limit", "a cell ignored the grader's interrupt"))
     if execution.get("timed_out"):
-        found.append(Finding("notebook", 0, "hit a limit", "ran past the notebook's time limit"))
-    if execution.get("kernel_died"):
-        found.append(
-            Finding("notebook", 0, "hit a limit", "the kernel died (exit, crash or memory)")
-        )
+        found.append(finding("notebook", 0, "hit a limit", "ran past the notebook's time limit"))
+    if execution.get("limit_hit"):
+        found.append(finding("notebook", 0, "hit a limit", str(execution["limit_hit"])[:200]))
+    elif execution.get("kernel_died"):
+        found.append(finding("notebook", 0, "hit a limit", "the kernel stopped (exit or crash)"))
     for cell in execution.get("truncated", []):
-        found.append(Finding(str(cell), 0, "hit a limit", "output truncated (too much output)"))
-    for error in execution.get("errors", []):
-        if "MemoryError" in error:
-            found.append(Finding(error.split(":")[0], 0, "hit a limit", "ran out of memory"))
+        found.append(finding(str(cell), 0, "hit a limit", "output truncated (too much output)"))
+    for cell in execution.get("published_results", []):
+        found.append(
+            finding(
+                str(cell),
+                0,
+                "published grader results",
+                "a learner's cell sent messages in the format of the grader's results",
+            )
+        )
+    return found
+
+
+def verdict_findings(cells: dict) -> list[Finding]:
+    """A finding for every hidden verdict in which the grader saw tampering."""
+    found = []
+    for cell in cells.values():
+        for exercise in cell.exercises:
+            reasons = sorted({p.tampering for p in exercise.probes if p.tampering})
+            for reason in reasons:
+                found.append(
+                    finding(exercise.exercise, 0, "tampering with the grader", reason[:300])
+                )
     return found

@@ -25,6 +25,7 @@ and the invariant tests in `tests/test_lessons.py`.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import importlib.util
 import io
 import sys
@@ -80,6 +81,15 @@ def get_exercise(full_id: str) -> Exercise:
     return load_lesson(folder).exercise(short)
 
 
+def _reduce_exercise(exercise: Exercise):
+    # An exercise travels to a grading worker by name: the worker loads the same declaration
+    # (its functions live in a module loaded from a path, which pickle cannot import by name).
+    return get_exercise, (exercise.full_id,)
+
+
+copyreg.pickle(Exercise, _reduce_exercise)
+
+
 def notebook_path(lesson: Lesson) -> Path:
     return SOLUTIONS / lesson.folder / f"{lesson.notebook}.ipynb"
 
@@ -100,6 +110,21 @@ def lesson_namespace(lesson: Lesson, replace: dict[str, str] | None = None) -> d
     return ns
 
 
+@cache
+def _base_namespace(folder: str) -> dict:
+    return lesson_namespace(load_lesson(folder))
+
+
 def mistake_function(lesson: Lesson, exercise: Exercise, mistake: Mistake) -> Callable:
-    """The learner's function as it is with `mistake` typed into its answer cell."""
-    return lesson_namespace(lesson, {exercise.answer_cell: mistake.source})[exercise.function]
+    """The learner's function as it is with `mistake` typed into its answer cell.
+
+    The mistake's source runs in a copy of the solved namespace (answer cells only define
+    functions, and a function finds the others in its globals when it is called).
+    """
+    ns = dict(_base_namespace(lesson.folder))
+    ns.pop(exercise.function, None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(mistake.source, f"<{lesson.folder}:{mistake.id}>", "exec"), ns)  # noqa: S102
+    if exercise.function not in ns:
+        raise ValueError(f"mistake {mistake.id} does not define {exercise.function}")
+    return ns[exercise.function]

@@ -29,6 +29,8 @@ def configure(c, root: Path | str = REPO, db_url: str | None = None) -> None:
         "feedback",
         ".*",
         "*.egg-info",
+        # The lesson's declaration (references, probes, known mistakes) stays with the instructor.
+        "exercises.py",
     ]
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
     c.ClearSolutions.enforce_metadata = True

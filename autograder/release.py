@@ -1,4 +1,12 @@
-"""`make release`: regenerate every lesson in course/ from solutions/ with nbgrader."""
+"""`make release`: derive everything a lesson's declaration determines, then regenerate course/.
+
+For every lesson folder `solutions/NN-topic/` with an `exercises.py`:
+1. each graded test cell of the source notebook is written in its canonical form (the visible
+   check and the hidden judge of the exercises it grades, one line each) with the declared
+   points in its nbgrader metadata (`sync_test_cells`);
+2. the visible checks' fixture `course/fixtures/NN-topic.json` is rebuilt (`autograder.fixtures`);
+3. `nbgrader generate_assignment` writes the student notebook to `course/NN-topic/`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+
 from autograder.coursedir import tool_env
+from autograder.fixtures import write_fixture
+from autograder.lesson import load_lesson, notebook_path
 from autograder.nbgrader_config import REPO
 
 
@@ -17,6 +29,54 @@ def lessons(root: Path = REPO) -> list[str]:
         if folder.is_dir() and folder.name[:2].isdigit() and any(folder.glob("*.ipynb")):
             found.append(folder.name)
     return found
+
+
+def test_cell_source(exercises) -> str:
+    """The canonical source of a test cell grading `exercises` (in order)."""
+    visible = [f'check("{e.full_id}", {e.function})' for e in exercises]
+    hidden = [f'judge("{e.full_id}", {e.function})' for e in exercises]
+    return "\n".join(
+        [
+            *visible,
+            "### BEGIN HIDDEN TESTS",
+            "from autograder.judge import judge",
+            *hidden,
+            "### END HIDDEN TESTS",
+        ]
+    )
+
+
+def sync_test_cells(folder: str) -> bool:
+    """Write every declared exercise's test cell in canonical form; True if anything changed.
+
+    Raises ValueError when a declared test cell is missing from the notebook, or when a graded
+    cell grades no declared exercise.
+    """
+    lesson = load_lesson(folder)
+    path = notebook_path(lesson)
+    nb = nbformat.read(path, as_version=4)
+    by_cell: dict[str, list] = {}
+    for exercise in lesson.exercises:
+        by_cell.setdefault(exercise.test_cell, []).append(exercise)
+    changed, seen = False, set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("grade") or cell.cell_type != "code":
+            continue
+        gid = meta.get("grade_id")
+        if gid not in by_cell:
+            raise ValueError(f"{path.name}: graded cell {gid!r} grades no declared exercise")
+        seen.add(gid)
+        source = test_cell_source(by_cell[gid])
+        points = sum(e.points for e in by_cell[gid])
+        if cell.source != source or meta.get("points") != points:
+            cell.source, meta["points"], changed = source, points, True
+    missing = sorted(set(by_cell) - seen)
+    if missing:
+        raise ValueError(f"{path.name}: no graded test cell {', '.join(missing)}")
+    if changed:
+        nbformat.write(nb, path)
+    return changed
 
 
 def generate(lesson: str, release_dir: Path | str = "course", root: Path = REPO) -> None:
@@ -40,6 +100,10 @@ def generate(lesson: str, release_dir: Path | str = "course", root: Path = REPO)
 def release(selected: list[str] | None = None, release_dir: Path | str = "course") -> list[str]:
     chosen = selected or lessons()
     for lesson in chosen:
+        if (REPO / "solutions" / lesson / "exercises.py").exists():
+            if sync_test_cells(lesson):
+                print(f"updated the test cells of solutions/{lesson}")
+            write_fixture(lesson)
         generate(lesson, release_dir)
         print(f"released {lesson} -> {release_dir}/{lesson}")
     return chosen

@@ -226,6 +226,10 @@ def _value(leaf: Any, env: dict) -> Any:
         return env[ref]
     if "s" in leaf:
         return str(leaf["s"])
+    if "f" in leaf:
+        if leaf["f"] not in ("inf", "-inf", "nan"):
+            raise ReplayError("malformed recording (a number)")
+        return float(leaf["f"])
     if "dtype" in leaf:
         return _DTYPES.get(leaf["dtype"]) or _bad("dtype")
     if "device" in leaf:
@@ -253,7 +257,10 @@ def _build(leaf: Any, env: dict) -> Any:
     if isinstance(leaf, list):
         return tuple(_build(v, env) for v in leaf)
     if isinstance(leaf, dict) and "v" in leaf:
-        return leaf["v"]
+        value = leaf["v"]
+        return float(value) if value in ("inf", "-inf", "nan") else value
+    if isinstance(leaf, dict) and "f" in leaf:
+        return _value(leaf, env)
     if leaf is None or type(leaf) in (bool, int, float):
         return leaf
     raise ReplayError("malformed recording (output)")

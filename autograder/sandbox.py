@@ -121,3 +121,27 @@ def kernel_wrapper(workdir: Path, grading_root: Path, limits: Limits) -> tuple[l
         "JPY_PARENT_PID",
     ]
     return prefix + cmd, "bubblewrap"
+
+
+def kernel_env(workdir: Path, threads: int, record_env: str) -> dict[str, str]:
+    """The kernel's whole environment: an explicit allow-list, nothing of the grader's own."""
+    import os
+
+    env = {
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        ),
+        "HOME": str(workdir / "kernel"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "NBGRADER_EXECUTION": "autograde",
+        record_env: str(workdir),
+        "MPLCONFIGDIR": str(workdir / "kernel" / "mpl"),
+        "MPLBACKEND": "agg",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "JUPYTER_RUNTIME_DIR": str(workdir / "kernel" / "runtime"),
+    }
+    return env

@@ -229,7 +229,9 @@ def _same_outcome(mistake: dict, result: dict, passed: bool, want: Any, tol) -> 
     if passed:
         return "out" in mistake and compare(want, mistake["out"], tol) is None
     if "error" in result:
-        return "error" in mistake and known_mistake(None, result["error"], {"m": mistake}, tol) == "m"
+        return (
+            "error" in mistake and known_mistake(None, result["error"], {"m": mistake}, tol) == "m"
+        )
     return "out" in mistake and compare(mistake["out"], result.get("ok"), tol) is None
 
 
@@ -240,7 +242,10 @@ def _looks_like(ex: Exercise, plan: ExercisePlan, results: list, verdicts: list)
     for mistake in ex.mistakes:
         if all(
             _same_outcome(
-                p.mistakes.get(mistake.id, {}), results[i], verdicts[i].passed, p.want,
+                p.mistakes.get(mistake.id, {}),
+                results[i],
+                verdicts[i].passed,
+                p.want,
                 p.probe.tolerance,
             )
             for i, p in enumerate(plan.probes)

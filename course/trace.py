@@ -17,12 +17,14 @@ A recording is JSON-safe:
      "output": leaf-structure,           # the returned value, in refs
      "untraceable": null | "why"}
 
-Leaves: {"t": ref} for a tensor, numbers, booleans, None, {"s": text}, {"dtype": name},
+Leaves: {"t": ref} for a tensor, numbers, booleans, None, {"f": "inf"} for a float that is
+not finite (JSON has no infinities), {"s": text}, {"dtype": name},
 {"device": name}, {"layout": name}, {"memory_format": name}, lists.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -127,8 +129,10 @@ class Recorder:
             raise Untraceable(
                 f"a tensor subclass ({type(value).__qualname__}) entered the computation"
             )
-        if value is None or type(value) in (bool, int, float):
+        if value is None or type(value) in (bool, int):
             return value
+        if type(value) is float:
+            return value if math.isfinite(value) else {"f": repr(value)}
         if type(value) is str:
             return {"s": value}
         if isinstance(value, torch.dtype):
@@ -155,8 +159,10 @@ class Recorder:
                 return {"t": ref}
             if isinstance(value, list | tuple):
                 return [walk(v) for v in value]
-            if value is None or type(value) in (bool, int, float):
+            if value is None or type(value) in (bool, int):
                 return {"v": value}
+            if type(value) is float:
+                return {"v": value if math.isfinite(value) else repr(value)}
             raise Untraceable(f"an operation returned a {type(value).__qualname__}")
 
         return walk(out), meta
