@@ -7,6 +7,7 @@ feedback                     one HTML page per student and lesson (no hidden-tes
 export                       nbgrader's CSV and an LMS-importable CSV
 report                       class summary: histogram, pass rates, slowest, integrity
 bench                        grading throughput: --workers 2 vs nbgrader's autograde
+mistakes [LESSON ...]        how each lesson's visible and hidden checks catch its known mistakes
 """
 
 from __future__ import annotations
@@ -127,6 +128,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_mistakes(args) -> int:
+    from autograder.mistake_report import main as report_main
+
+    return report_main(args.lessons)
+
+
 def cmd_bench(args) -> int:
     from autograder.bench import main as bench_main
 
@@ -164,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("feedback", help="HTML feedback per student")
     sub.add_parser("export", help="grades as CSV")
     sub.add_parser("report", help="class summary")
+    mi = sub.add_parser("mistakes", help="how each lesson's checks catch its known mistakes")
+    mi.add_argument("lessons", nargs="*")
     be = sub.add_parser("bench", help="grading throughput vs nbgrader")
     be.add_argument("--submissions", type=int, default=8)
     be.add_argument("--workers", type=int, default=2)
@@ -180,6 +189,7 @@ COMMANDS = {
     "export": cmd_export,
     "report": cmd_report,
     "bench": cmd_bench,
+    "mistakes": cmd_mistakes,
 }
 
 
