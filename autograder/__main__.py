@@ -74,12 +74,11 @@ def cmd_grade(args) -> int:
         threads_per_kernel=max(1, (os.cpu_count() or 1) // workers),
     )
 
-    def show(result: dict) -> None:
-        status = result.get("status")
-        detail = "" if status == "graded" else f"  ({status}: {result.get('reason', '')})"
+    def show(result) -> None:
+        detail = "" if result.status == "graded" else f"  ({result.status}: {result.reason})"
         print(
-            f"  {result['lesson']}  {result['student']:<24} {result['score']:>5g} / "
-            f"{result['max_score']:g}  {result.get('seconds', 0):5.1f} s{detail}",
+            f"  {result.lesson}  {result.student:<24} {result.score:>5g} / "
+            f"{result.max_score:g}  {result.seconds:5.1f} s{detail}",
             flush=True,
         )
 
@@ -97,7 +96,7 @@ def cmd_grade(args) -> int:
     except grading.GradeLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    cached = sum(1 for r in results if r.get("cached"))
+    cached = sum(1 for r in results if r.cached)
     print(f"graded {len(results) - cached} submission(s), {cached} unchanged since the last run")
     print(reports.report_text(args.root, args.lesson))
     return 0

@@ -93,8 +93,12 @@ def record(exercise_id: str, fn: Callable, folder: Path) -> None:
     print(f"{exercise_id}: {len(report['results'])} hidden checks run; the grader decides.")
 
 
-def grade(exercise_id: str, fn: Callable, seed: int | None = None):
-    """Run every hidden probe of `exercise_id` on `fn` in this process; the ExerciseVerdict."""
+def grade(exercise_id: str, fn: Callable, seed: int | None = None, diagnose: bool = True):
+    """Run every hidden probe of `exercise_id` on `fn` in this process; the ExerciseVerdict.
+
+    With `diagnose`, a failing verdict also names the known mistake it looks like (which runs
+    every known mistake on the probes).
+    """
     from autograder.lesson import load_lesson
     from autograder.verdict import judge_exercise, plan_exercise
 
@@ -105,7 +109,7 @@ def grade(exercise_id: str, fn: Callable, seed: int | None = None):
     plan = plan_exercise(lesson, exercise, seed, mistakes=False)
     raw = run_probes(plan.payload(), fn)
     verdict = judge_exercise(plan, raw)
-    if not verdict.passed:
+    if diagnose and not verdict.passed:
         # Only now is it worth running every known mistake, to name the one this looks like.
         verdict = judge_exercise(plan_exercise(lesson, exercise, seed, mistakes=True), raw)
     return verdict

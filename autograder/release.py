@@ -31,7 +31,7 @@ def lessons(root: Path = REPO) -> list[str]:
     return found
 
 
-def test_cell_source(exercises) -> str:
+def canonical_test_cell(exercises) -> str:
     """The canonical source of a test cell grading `exercises` (in order)."""
     visible = [f'check("{e.full_id}", {e.function})' for e in exercises]
     hidden = [f'judge("{e.full_id}", {e.function})' for e in exercises]
@@ -67,7 +67,7 @@ def sync_test_cells(folder: str) -> bool:
         if gid not in by_cell:
             raise ValueError(f"{path.name}: graded cell {gid!r} grades no declared exercise")
         seen.add(gid)
-        source = test_cell_source(by_cell[gid])
+        source = canonical_test_cell(by_cell[gid])
         points = sum(e.points for e in by_cell[gid])
         if cell.source != source or meta.get("points") != points:
             cell.source, meta["points"], changed = source, points, True
