@@ -133,11 +133,29 @@ def result_path(root: Path, lesson: str, student: str) -> Path:
     return root / "results" / lesson / f"{student}.json"
 
 
-@cache
 def grader_fingerprint(lesson: str) -> str:
     """A hash of everything that decides a verdict besides the submission: the grader's code,
-    the comparator and calling protocol, the kernels, and the lesson's declaration/notebook."""
+    the comparator and calling protocol, the kernels, the lesson's declaration and notebook, and
+    the values they hold now (the tolerance table, each exercise's declared settings)."""
+    from course.compare import TOLERANCES
+
+    return _fingerprint(lesson, repr(sorted(TOLERANCES.items())))
+
+
+@cache
+def _fingerprint(lesson: str, tolerances: str) -> str:
+    from autograder.lesson import load_lesson
+
     digest = hashlib.sha256(GRADER_VERSION.encode())
+    digest.update(tolerances.encode())
+    for exercise in load_lesson(lesson).exercises:
+        settings = (
+            exercise.full_id,
+            exercise.points,
+            sorted(exercise.forbidden),
+            exercise.time_limit_s,
+        )
+        digest.update(repr(settings).encode())
     paths = [
         *sorted((REPO / "autograder").glob("*.py")),
         *sorted((REPO / "course").glob("*.py")),

@@ -105,6 +105,12 @@ class ForbiddenOps(TorchDispatchMode):
     alias, or functional form) reached it. Advisory inside a learner's kernel: the class grader
     decides from a recorded trace instead (see `course.trace`)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here runs under torch.compile; PyTorch's default wraps __torch_dispatch__ for
+        # dynamo, which imports torch._dynamo on first use (seconds in every kernel).
+        return False
+
     def __init__(self, names: frozenset[str]):
         super().__init__()
         self.names = names
