@@ -191,7 +191,7 @@ with open("big.bin", "wb") as f:
 # Kinds 3 and 4: root in the sandbox, what it shows.
 ROOT_TRICKS = """
 import os, subprocess, glob
-tried = {}
+tried = {{}}
 for cmd in (["umount", "-l", "{solutions}"], ["mount", "-o", "remount,rw", "/"]):
     try:
         tried[cmd[0]] = subprocess.run(cmd, capture_output=True).returncode

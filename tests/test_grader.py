@@ -235,7 +235,7 @@ def graded(tmp_path_factory):
     listener = _Listener(SOCKET_PATH)
     os.environ[SECRET_NAME] = SECRET
     try:
-        limits = sandbox.Limits(cell_timeout_s=10, notebook_timeout_s=240)
+        limits = sandbox.Limits(cell_timeout_s=30, notebook_timeout_s=400)
         settings = grading.Settings(root=root, limits=limits, seed=1234)
         results = grading.grade(root, [LESSON], workers=2, settings=settings)
     finally:
@@ -517,7 +517,7 @@ def test_second_concurrent_run_is_refused(graded):
 def test_rerun_is_cached(graded):
     root, results, _ = graded
     settings = grading.Settings(
-        root=root, limits=sandbox.Limits(cell_timeout_s=10, notebook_timeout_s=240)
+        root=root, limits=sandbox.Limits(cell_timeout_s=30, notebook_timeout_s=400)
     )
     again = grading.grade(root, [LESSON], workers=2, settings=settings)
     assert all(r.cached for r in again)
