@@ -5,7 +5,8 @@ button; the Assignment List (fetch and submit) only works where an instructor ha
 exchange directory; Create Assignment, Formgrader and Course List are the instructor's tools and
 fail without the instructor's files. So:
 
-* profile `instructor` (a checkout with `autograder/`): everything nbgrader installs;
+* profile `instructor` (a checkout with `autograder/`): every nbgrader tool, even where a shared
+  server's system-wide configuration sets up the student profile for everyone;
 * profile `student` (the student bundle, or `make lab LAB_PROFILE=student`): Validate, plus the
   Assignment List only when the exchange directory nbgrader is configured with exists.
 
@@ -52,21 +53,24 @@ def exchange_root(cwd: Path | str = ".") -> Path:
         os.chdir(here)
 
 
+def _config(instructor: bool, has_exchange: bool) -> tuple[dict, dict]:
+    """(page_config, server_config). Every nbgrader part is named, enabled or not, so that this
+    folder (first on JUPYTER_CONFIG_PATH) overrides any other Jupyter configuration."""
+    plugins = {name: not instructor for name in _INSTRUCTOR_PLUGINS}
+    plugins.update({name: not (instructor or has_exchange) for name in _EXCHANGE_PLUGINS})
+    plugins["@jupyter/nbgrader:validate-assignment"] = False
+    server = {
+        _SERVER + "validate_assignment": True,
+        _SERVER + "assignment_list": instructor or has_exchange,
+        _SERVER + "formgrader": instructor,
+        _SERVER + "course_list": instructor,
+    }
+    return {"disabledExtensions": plugins}, {"ServerApp": {"jpserver_extensions": server}}
+
+
 def student_config(has_exchange: bool) -> tuple[dict, dict]:
     """(page_config, server_config) for a student's JupyterLab."""
-    disabled = list(_INSTRUCTOR_PLUGINS) + ([] if has_exchange else _EXCHANGE_PLUGINS)
-    page = {"disabledExtensions": {name: True for name in disabled}}
-    server = {
-        "ServerApp": {
-            "jpserver_extensions": {
-                _SERVER + "validate_assignment": True,
-                _SERVER + "assignment_list": has_exchange,
-                _SERVER + "formgrader": False,
-                _SERVER + "course_list": False,
-            }
-        }
-    }
-    return page, server
+    return _config(instructor=False, has_exchange=has_exchange)
 
 
 def write_profile(profile: str, folder: Path, cwd: Path | str = ".") -> str:
@@ -74,19 +78,16 @@ def write_profile(profile: str, folder: Path, cwd: Path | str = ".") -> str:
     saying what the learner's JupyterLab will show."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    folder.mkdir(parents=True, exist_ok=True)
+    instructor = profile == "instructor"
+    root = None if instructor else exchange_root(cwd)
+    has_exchange = root is not None and root.is_dir()
+    page, server = _config(instructor, has_exchange)
     page_path = folder / "labconfig" / "page_config.json"
-    server_path = folder / "jupyter_server_config.json"
-    if profile == "instructor":
-        page_path.unlink(missing_ok=True)
-        server_path.unlink(missing_ok=True)
-        return "==> JupyterLab (instructor): every nbgrader tool"
-    root = exchange_root(cwd)
-    has_exchange = root.is_dir()
-    page, server = student_config(has_exchange)
     page_path.parent.mkdir(parents=True, exist_ok=True)
     page_path.write_text(json.dumps(page, indent=1) + "\n")
-    server_path.write_text(json.dumps(server, indent=1) + "\n")
+    (folder / "jupyter_server_config.json").write_text(json.dumps(server, indent=1) + "\n")
+    if instructor:
+        return "==> JupyterLab (instructor): every nbgrader tool"
     if has_exchange:
         return f"==> JupyterLab (student): Validate button; Assignment List on the exchange {root}"
     return (

@@ -139,7 +139,7 @@ def check_lab_profile() -> str:
         write_profile("student", Path(folder), cwd=COURSE.parent)
         page = json.loads((Path(folder) / "labconfig" / "page_config.json").read_text())
     disabled = page["disabledExtensions"]
-    if not disabled.get("@jupyter/nbgrader:create-assignment"):
+    if disabled.get("@jupyter/nbgrader:create-assignment") is not True:
         raise AssertionError("a student's Lab would show Create Assignment")
     if disabled.get("@jupyter/nbgrader:validate-assignment"):
         raise AssertionError("a student's Lab would lose the Validate button")

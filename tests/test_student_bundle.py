@@ -225,6 +225,7 @@ def test_student_profile_hides_the_assignment_list_without_an_exchange(tmp_path)
     page = json.loads((tmp_path / "profile" / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"]["@jupyter/nbgrader:assignment-list"]
     assert page["disabledExtensions"]["@jupyter/nbgrader:create-assignment"]
+    assert page["disabledExtensions"]["@jupyter/nbgrader:validate-assignment"] is False
     server = json.loads((tmp_path / "profile" / "jupyter_server_config.json").read_text())
     extensions = server["ServerApp"]["jpserver_extensions"]
     assert extensions["nbgrader.server_extensions.validate_assignment"] is True
@@ -237,17 +238,20 @@ def test_student_profile_shows_the_assignment_list_with_an_exchange(tmp_path):
     line = write_profile("student", tmp_path / "profile", cwd=cwd)
     assert str(tmp_path / "exchange") in line
     page = json.loads((tmp_path / "profile" / "labconfig" / "page_config.json").read_text())
-    assert "@jupyter/nbgrader:assignment-list" not in page["disabledExtensions"]
+    assert page["disabledExtensions"]["@jupyter/nbgrader:assignment-list"] is False
     assert page["disabledExtensions"]["@jupyter/nbgrader:formgrader"]
     server = json.loads((tmp_path / "profile" / "jupyter_server_config.json").read_text())
     assert server["ServerApp"]["jpserver_extensions"]["nbgrader.server_extensions.assignment_list"]
 
 
-def test_instructor_profile_removes_the_student_restrictions(tmp_path):
+def test_instructor_profile_enables_every_nbgrader_tool_explicitly(tmp_path):
+    # Explicitly, so that it wins over a shared server's system-wide student profile.
     cwd = _config_with_exchange(tmp_path / "course", tmp_path / "none")
     write_profile("student", tmp_path / "profile", cwd=cwd)
     assert "instructor" in write_profile("instructor", tmp_path / "profile", cwd=cwd)
-    assert not (tmp_path / "profile" / "labconfig" / "page_config.json").exists()
-    assert not (tmp_path / "profile" / "jupyter_server_config.json").exists()
+    page = json.loads((tmp_path / "profile" / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] and not any(page["disabledExtensions"].values())
+    server = json.loads((tmp_path / "profile" / "jupyter_server_config.json").read_text())
+    assert all(server["ServerApp"]["jpserver_extensions"].values())
     with pytest.raises(ValueError, match="unknown profile"):
         write_profile("teacher", tmp_path / "profile")
