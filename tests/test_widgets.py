@@ -137,3 +137,51 @@ def test_nothing_renders_under_nbgrader(monkeypatch):
     assert list(bundle) == ["text/plain"] and w.show() is None
     monkeypatch.delenv("NBGRADER_EXECUTION")
     assert "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
+
+
+class _Handle:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, bundle, raw=False):
+        self.updates.append(bundle)
+
+
+def test_displayed_with_a_static_copy_that_the_live_widget_hides(monkeypatch):
+    import IPython.display
+
+    from course.widgets.base import WIDGET_MIME
+
+    shown, handle = [], _Handle()
+
+    def fake_display(bundle, raw=False, display_id=None):
+        shown.append((bundle, display_id))
+        return handle if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    w = softmax_explorer(reference_softmax)
+    w._ipython_display_()
+    (live, _), (static, display_id) = shown
+    assert WIDGET_MIME in live and display_id is True
+    html = static["text/html"]
+    assert "run this cell again" in html and "data:image/png;base64," in html
+    assert w.fallback_class in html and "temperature T = 1.0" in html
+    # The live widget carries the style that hides exactly this static copy.
+    styles = [c.value for c in w.widget.children if "style" in getattr(c, "value", "")]
+    assert any(f".{w.fallback_class} {{ display: none" in s for s in styles)
+    # The copy follows the widget: a new picture after each change.
+    w.temperature.value = 0.2
+    assert handle.updates and handle.updates[-1]["text/html"] != html
+    assert "temperature T = 0.2" in handle.updates[-1]["text/html"]
+
+
+def test_no_static_copy_under_nbgrader(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(
+        IPython.display, "display", lambda b, raw=False, display_id=None: shown.append(b)
+    )
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    softmax_explorer(reference_softmax)._ipython_display_()
+    assert shown == [{"text/plain": "<SoftmaxExplorer: not shown while grading>"}]
