@@ -144,7 +144,9 @@ class Explorer:
         for control in self.controls_box.children:
             if isinstance(control, W.ValueWidget) and not isinstance(control, W.HTML):
                 label = getattr(control, "description", "") or ""
-                parts.append(f"{label} = {control.value}" if label else str(control.value))
+                value = control.value
+                value = f"{value:.4g}" if isinstance(value, float) else str(value)
+                parts.append(f"{label} = {value}" if label else value)
         return ", ".join(parts)
 
     def static_html(self) -> str:
@@ -158,9 +160,10 @@ class Explorer:
         else:
             picture = ""
         # Where the live widget could not be shown, hide JupyterLab's error text in its place.
+        # (JupyterLab's widget renderer marks its own node .jupyter-widgets when it fails.)
         hide_error = (
             f"<style>.jp-OutputArea:has(.{self.fallback_class}) "
-            f".jp-OutputArea-output[data-mime-type='{WIDGET_MIME}']:not(:has(.course-explorer))"
+            ".jp-OutputArea-output.jupyter-widgets:not(:has(.course-explorer))"
             " { display: none; }</style>"
         )
         settings = html.escape(self.settings_text())

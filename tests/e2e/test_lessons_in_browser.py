@@ -291,6 +291,7 @@ def test_a_widget_whose_kernel_has_gone_leaves_a_picture_and_run_again(page, lab
         expect()(copy).to_contain_text("run this cell again")
         page.wait_for_function(IMAGES_LOADED, arg=copy.element_handle(), timeout=30_000)
         assert copy.locator("img").count() == 1, f"{notebook}: no picture in the static copy"
+        assert copy.locator("style").count() == 1, f"{notebook}: the copy's style was removed"
         error = page.get_by_text("Error displaying widget")
         for i in range(error.count()):
             expect()(error.nth(i)).to_be_hidden()
