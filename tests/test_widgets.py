@@ -165,7 +165,7 @@ def test_displayed_with_a_static_copy_that_the_live_widget_hides(monkeypatch):
     assert WIDGET_MIME in live and display_id is True
     html = static["text/html"]
     assert "run this cell again" in html and "data:image/png;base64," in html
-    assert w.fallback_class in html and "temperature T = 1.0" in html
+    assert w.fallback_class in html and "temperature T = 1, logit offset = 0" in html
     # The live widget carries the style that hides exactly this static copy.
     styles = [c.value for c in w.widget.children if "style" in getattr(c, "value", "")]
     assert any(f".{w.fallback_class} {{ display: none" in s for s in styles)
