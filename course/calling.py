@@ -246,6 +246,7 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     if not callable(fn):
         outcome.error = f"is not a function (got a {type(fn).__name__})"
         return outcome
+    _warm_up_dispatch()
     try:
         with time_limit(watch.time_limit_s):
             outcome.plain = _watched_call(fn, call, watch, outcome)
@@ -266,6 +267,20 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     except Exception as exc:  # noqa: BLE001 - anything the learner's code raises is a verdict
         outcome.error = f"raised {type(exc).__name__}: {_short(str(exc))}"
     return outcome
+
+
+_WARMED_UP = False
+
+
+def _warm_up_dispatch() -> None:
+    """Pay, once and outside any time limit, for what the first operation under a dispatch mode
+    imports (torch._dynamo: seconds on a slow or busy machine), so that a learner's first
+    check never times out because of it."""
+    global _WARMED_UP
+    if not _WARMED_UP:
+        with ForbiddenOps(frozenset()):
+            torch.zeros(1).add(1)
+        _WARMED_UP = True
 
 
 class _Problem(Exception):
