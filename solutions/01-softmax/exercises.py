@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from course.compare import Tolerance
@@ -1047,6 +1049,31 @@ def online_softmax(x, block_size):
 """,
     ),
     Mistake(
+        id="online-softmax-one-update-for-the-whole-row",
+        hint="fold the row in block by block: one online_update per block of `block_size` "
+        "entries (the last one may be shorter), not one call on the whole row",
+        source="""
+def online_softmax(x, block_size):
+    m0 = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    m, s = online_update(m0, torch.zeros_like(m0), x)
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
+    Mistake(
+        id="online-softmax-softmax-after-the-loop",
+        hint="normalise with the streamed statistics, exp(x - m) / s: calling softmax on the "
+        "whole row after the loop throws the algorithm away",
+        source="""
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    return softmax(x, dim=-1)
+""",
+    ),
+    Mistake(
         id="online-softmax-normalises-with-first-max",
         hint="normalise with the final running max m (and its sum s), not with a max taken "
         "before the loop ends",
@@ -1072,11 +1099,20 @@ def _neg_inf_blocks(x: torch.Tensor, block_size: int, blocks: list[int]) -> torc
     return x
 
 
+def _one_update_per_block(probes: list[Probe]) -> list[Probe]:
+    """The streaming algorithm calls online_update once per block: ceil(n / block_size)."""
+    for probe in probes:
+        n, size = probe.args[0].shape[-1], probe.kwargs["block_size"]
+        probe.min_calls = {"online_update": math.ceil(n / size)}
+    return probes
+
+
 def online_softmax_visible() -> list[Probe]:
     g = seeded(109)
     x = randn(g, 3, 10, scale=4)
     last_big = torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1)
-    return [
+    return _one_update_per_block(
+        [
         Probe(
             name="blocks of 3 over length 10 (a short last block)",
             args=(x,),
@@ -1097,11 +1133,13 @@ def online_softmax_visible() -> list[Probe]:
             args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
             kwargs={"block_size": 4},
         ),
-    ]
+        ]
+    )
 
 
 def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
-    return [
+    return _one_update_per_block(
+        [
         Probe(
             name="length 10 in blocks of 3 (the last block is short)",
             args=(randn(g, 4, 10),),
@@ -1154,7 +1192,8 @@ def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
             mode="grad",
             grad_seed=10,
         ),
-    ]
+        ]
+    )
 
 
 # ---------------------------------------------------------------- the lesson
@@ -1292,6 +1331,7 @@ LESSON = Lesson(
             hidden=online_softmax_hidden,
             mistakes=ONLINE_SOFTMAX_MISTAKES,
             must_call=("online_update",),
+            must_not_call=("softmax",),
             uses=("online_update",),
             **_COMMON,
         ),
