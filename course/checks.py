@@ -319,7 +319,9 @@ def _looks_like(spec: dict, case: dict, plain, error: str | None, earlier: list[
         found = known_mistake(plain, error, mistakes, _tolerance(case))
         if found is None or len(hints) >= 2:
             return hints
-        hints.append(spec["mistakes"][found])
+        # Mistakes that behave alike may share a hint (one explanation, several spellings).
+        if spec["mistakes"][found] not in hints:
+            hints.append(spec["mistakes"][found])
         mistakes.pop(found)
 
 
