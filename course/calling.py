@@ -240,6 +240,8 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     if not callable(fn):
         outcome.error = f"is not a function (got a {type(fn).__name__})"
         return outcome
+    if watch.forbidden or watch.recorder is not None:
+        _warm_up_dispatch()
     try:
         with time_limit(watch.time_limit_s):
             outcome.plain = _watched_call(fn, call, watch, outcome)
@@ -260,6 +262,24 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     except Exception as exc:  # noqa: BLE001 - anything the learner's code raises is a verdict
         outcome.error = f"raised {type(exc).__name__}: {_short(str(exc))}"
     return outcome
+
+
+_warm = False
+
+
+def _warm_up_dispatch() -> None:
+    """Enter a dispatch mode once, outside any time limit.
+
+    The first `TorchDispatchMode` of a process imports torch._dynamo and its dependencies
+    (hundreds of modules: seconds, and on a busy machine more than a probe's time limit). Left
+    to the first watched call, that time counts against the learner, and an alarm interrupting
+    the import leaves torch._dynamo half-initialised for the rest of the process.
+    """
+    global _warm
+    if not _warm:
+        with ForbiddenOps(frozenset()):
+            torch.zeros(1).add(1)
+        _warm = True
 
 
 class _Problem(Exception):
