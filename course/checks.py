@@ -377,7 +377,7 @@ def check(exercise_id: str, fn: Callable, *, quiet: bool = False) -> None:
             )
             if call.kwargs:
                 lines.append(
-                    f"            {', '.join(f'{k}={v!r}' for k, v in call.kwargs.items())}"
+                    f"            {', '.join(f'{k}={abbrev(v)}' for k, v in call.kwargs.items())}"
                 )
             lines.extend(problem)
             raise CheckFailed("\n".join(lines))
