@@ -28,7 +28,7 @@ SDPA_OPS = {
     "_scaled_dot_product_efficient_attention": SDPA,
     "_scaled_dot_product_cudnn_attention": SDPA,
     "_scaled_dot_product_fused_attention_overrideable": SDPA,
-    "_safe_softmax": "torch._safe_softmax (the masked softmax inside F.scaled_dot_product_attention)",
+    "_safe_softmax": "torch._safe_softmax (the masked softmax inside " + SDPA + ")",
 }
 SOFTMAX_HINT = "Write it with masked_fill and torch.softmax (both allowed)."
 ATTENTION_HINT = "Write it as matmul -> scale -> your masked_softmax -> matmul."
@@ -159,8 +159,7 @@ def causal_mask(seq_len, past=0):
     ),
     Mistake(
         id="causal-comparison-reversed",
-        hint="compare key <= query (keys at or before the query); key >= query selects the "
-        "future",
+        hint="compare key <= query (keys at or before the query); key >= query selects the future",
         source="""
 def causal_mask(seq_len, past=0):
     q_pos = torch.arange(past, past + seq_len)
@@ -208,8 +207,12 @@ def causal_mask(seq_len, past=0):
 def causal_visible() -> list[Probe]:
     return [
         Probe(name="seq_len = 4, past = 0: the diagonal included", args=(4,)),
-        Probe(name="3 new queries after 5 cached tokens: shape (3, 8)", args=(3,), kwargs={"past": 5}),
-        Probe(name="one new token after 4 cached ones sees them all", args=(1,), kwargs={"past": 4}),
+        Probe(
+            name="3 new queries after 5 cached tokens: shape (3, 8)", args=(3,), kwargs={"past": 5}
+        ),
+        Probe(
+            name="one new token after 4 cached ones sees them all", args=(1,), kwargs={"past": 4}
+        ),
         Probe(name="2 new queries after 7 cached tokens", args=(2,), kwargs={"past": 7}),
     ]
 
@@ -304,7 +307,16 @@ def window_visible() -> list[Probe]:
 
 def window_hidden(g: torch.Generator) -> list[Probe]:
     t, w, p = (int(v) for v in torch.randint(1, 8, (3,), generator=g))
-    cases = [(6, 3, 0), (5, 1, 0), (4, 10, 0), (8, 4, 0), (3, 2, 4), (2, 3, 6), (1, 4, 9), (t, w, p)]
+    cases = [
+        (6, 3, 0),
+        (5, 1, 0),
+        (4, 10, 0),
+        (8, 4, 0),
+        (3, 2, 4),
+        (2, 3, 6),
+        (1, 4, 9),
+        (t, w, p),
+    ]
     return [
         Probe(
             name=f"seq_len = {t}, window = {w}, past = {p}"
@@ -409,15 +421,25 @@ def padding_visible() -> list[Probe]:
     return [
         Probe(name="lengths [2, 4] (a Python list)", args=([2, 4],)),
         Probe(name="lengths tensor([3, 1, 6])", args=(torch.tensor([3, 1, 6]),)),
-        Probe(name="max_len = 6, longer than every sequence", args=(torch.tensor([2, 4]),), kwargs={"max_len": 6}),
-        Probe(name="a sequence of length 0 has no real token", args=([0, 2],), kwargs={"max_len": 2}),
+        Probe(
+            name="max_len = 6, longer than every sequence",
+            args=(torch.tensor([2, 4]),),
+            kwargs={"max_len": 6},
+        ),
+        Probe(
+            name="a sequence of length 0 has no real token", args=([0, 2],), kwargs={"max_len": 2}
+        ),
     ]
 
 
 def padding_hidden(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="lengths [3, 5, 1] (a list), max_len from the longest", args=([3, 5, 1],)),
-        Probe(name="lengths tensor([2, 4]), max_len = 6", args=(torch.tensor([2, 4]),), kwargs={"max_len": 6}),
+        Probe(
+            name="lengths tensor([2, 4]), max_len = 6",
+            args=(torch.tensor([2, 4]),),
+            kwargs={"max_len": 6},
+        ),
         Probe(name="one full-length sequence", args=(torch.tensor([4]),), kwargs={"max_len": 4}),
         Probe(name="an empty sequence (length 0) among others", args=(torch.tensor([0, 2, 3]),)),
         Probe(
@@ -463,8 +485,7 @@ def combine_masks(*masks):
     ),
     Mistake(
         id="combine-in-place",
-        hint="out &= m writes into the first mask, which belongs to the caller: use "
-        "out = out & m",
+        hint="out &= m writes into the first mask, which belongs to the caller: use out = out & m",
         source="""
 def combine_masks(*masks):
     present = [m for m in masks if m is not None]
@@ -827,7 +848,7 @@ def masked_softmax_hidden(g: torch.Generator) -> list[Probe]:
             ),
         ),
         Probe(
-            name="float32 rows that may attend to nothing at the first, a middle and the last query",
+            name="float32: the first, a middle and the last query may attend to nothing",
             args=(randn(g, 6, 7, scale=3), with_empty_rows(random_mask(g, 6, 7), [0, 3, 5])),
         ),
         Probe(
@@ -1015,7 +1036,11 @@ def attention_visible() -> list[Probe]:
     g = seeded(307)
     left = causal_left_padded([6, 4, 2], 6)
     return [
-        Probe(name="causal mask (6, 6), 4-D inputs", args=qkv(g, 3, 2, 6, 8), kwargs={"mask": M.causal_mask(6)}),
+        Probe(
+            name="causal mask (6, 6), 4-D inputs",
+            args=qkv(g, 3, 2, 6, 8),
+            kwargs={"mask": M.causal_mask(6)},
+        ),
         Probe(name="no mask", args=qkv(g, 2, 2, 5, 8)),
         Probe(
             name="causal + left padding (lengths 6, 4, 2): padded queries output zeros",
@@ -1052,7 +1077,11 @@ def attention_hidden(g: torch.Generator) -> list[Probe]:
     right = causal_right_padded([6, 2, 0], 6)
     return [
         Probe(name="no mask", args=qkv(g, 2, 2, 5, 8)),
-        Probe(name="causal mask (6, 6), 4-D inputs", args=qkv(g, 2, 3, 6, 8), kwargs={"mask": M.causal_mask(6)}),
+        Probe(
+            name="causal mask (6, 6), 4-D inputs",
+            args=qkv(g, 2, 3, 6, 8),
+            kwargs={"mask": M.causal_mask(6)},
+        ),
         Probe(
             name="causal + left padding: padded queries may attend to nothing -> zero rows",
             args=qkv(g, 3, 2, 6, 8),
@@ -1121,8 +1150,7 @@ def changed_positions(layer, x, t):
     ),
     Mistake(
         id="reports-unchanged-positions",
-        hint="return True where the output *moved* (|after - before| > 1e-6), not where it "
-        "stayed",
+        hint="return True where the output *moved* (|after - before| > 1e-6), not where it stayed",
         source="""
 def changed_positions(layer, x, t):
     perturbed = x.clone()
@@ -1169,11 +1197,26 @@ def changed_visible() -> list[Probe]:
     g = seeded(308)
     x = randn(g, 2, 6, 8)
     return [
-        Probe(name="causal attention, token 2 of 6: positions 2..5 move", args=(layer("causal_self_attention"), x, 2)),
-        Probe(name="bidirectional attention, token 4: every position moves", args=(layer("bidirectional_self_attention"), x, 4)),
-        Probe(name="running mean, token 0: every position moves", args=(layer("causal_running_mean"), x, 0)),
-        Probe(name="position-wise MLP, token 3: only position 3 moves", args=(layer("position_wise_mlp"), x, 3)),
-        Probe(name="last-token broadcast, token 5 (the last): every position moves", args=(layer("last_token_broadcast"), x, 5)),
+        Probe(
+            name="causal attention, token 2 of 6: positions 2..5 move",
+            args=(layer("causal_self_attention"), x, 2),
+        ),
+        Probe(
+            name="bidirectional attention, token 4: every position moves",
+            args=(layer("bidirectional_self_attention"), x, 4),
+        ),
+        Probe(
+            name="running mean, token 0: every position moves",
+            args=(layer("causal_running_mean"), x, 0),
+        ),
+        Probe(
+            name="position-wise MLP, token 3: only position 3 moves",
+            args=(layer("position_wise_mlp"), x, 3),
+        ),
+        Probe(
+            name="last-token broadcast, token 5 (the last): every position moves",
+            args=(layer("last_token_broadcast"), x, 5),
+        ),
     ]
 
 
