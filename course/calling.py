@@ -249,7 +249,8 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     if not callable(fn):
         outcome.error = f"is not a function (got a {type(fn).__name__})"
         return outcome
-    _warm_up_dispatch()
+    if watch.forbidden or watch.recorder is not None:
+        _warm_up_dispatch()
     try:
         with time_limit(watch.time_limit_s):
             outcome.plain = _watched_call(fn, call, watch, outcome)

@@ -325,7 +325,9 @@ def _looks_like(spec: dict, case: dict, plain, error: str | None, earlier: list[
         found = known_mistake(plain, error, mistakes, _tolerance(case))
         if found is None or len(hints) >= 2:
             return hints
-        hints.append(spec["mistakes"][found])
+        # Mistakes that behave alike may share a hint (one explanation, several spellings).
+        if spec["mistakes"][found] not in hints:
+            hints.append(spec["mistakes"][found])
         mistakes.pop(found)
 
 
@@ -381,7 +383,7 @@ def check(exercise_id: str, fn: Callable, *, quiet: bool = False) -> None:
             )
             if call.kwargs:
                 lines.append(
-                    f"            {', '.join(f'{k}={v!r}' for k, v in call.kwargs.items())}"
+                    f"            {', '.join(f'{k}={abbrev(v)}' for k, v in call.kwargs.items())}"
                 )
             lines.extend(problem)
             raise CheckFailed("\n".join(lines))
