@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import zipfile
 
 import nbformat
 import pytest
 
 from autograder import grading, reports, sandbox
-from autograder.collect import collect
 from tests.mutants.lesson01 import MUTANTS
 from tests.notebooks import REPO, load, save, with_cell
 
@@ -381,30 +379,3 @@ def test_parallel_equals_sequential_and_concurrent_runs_stay_consistent(tmp_path
     book = coursedir.scores(coursedir.CourseDir(root), LESSON)
     assert {s: v for s, v in book.items()} == outcomes[2]
     assert len(errors) <= 1
-
-
-def test_collect_from_an_lms_zip_and_a_folder(tmp_path):
-    archive = tmp_path / "export.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("alice_1234_softmax.ipynb", nbformat.writes(SOLUTION))
-        z.writestr("bob-softmax (2).ipynb", nbformat.writes(BLANK))
-        z.writestr("bob-softmax (1).ipynb", nbformat.writes(BLANK))
-        z.writestr("carol_broken.ipynb", "{not json")
-        z.writestr("README.txt", "instructions")
-        z.writestr("___.ipynb", "{}")
-    root = tmp_path / "root"
-    report = collect(archive, root, [LESSON], lesson=LESSON)
-    assert {i["student"] for i in report.imported} == {"alice", "bob", "carol"}
-    assert (root / "submitted" / "alice" / LESSON / "softmax.ipynb").exists()
-    assert len(report.duplicates) == 1 and "bob" in report.duplicates[0]["reason"]
-    assert any("README" in u["file"] for u in report.unmatched)
-    assert any("___" in u["file"] for u in report.unmatched)
-    assert report.unreadable and "carol" in report.unreadable[0]["file"]
-    saved = json.loads((root / "reports" / "collect.json").read_text())
-    assert len(saved["unmatched"]) == 2
-    folder = tmp_path / "folder"
-    save(SOLUTION, folder / "dave" / LESSON / "whatever.ipynb")
-    save(SOLUTION, folder / "erin" / "99-nope" / "softmax.ipynb")
-    report = collect(folder, root, [LESSON])
-    assert report.imported[0]["renamed_from"] == "whatever.ipynb"
-    assert "erin" in report.unmatched[0]["file"]
