@@ -957,6 +957,8 @@ def collect(
     source, root = Path(source).resolve(), Path(root).resolve()
     if (root / "submitted") in (source, *source.parents):
         raise ValueError(f"{source} is inside {root / 'submitted'}: collect from elsewhere")
+    if source in (root, *root.parents):
+        raise ValueError(f"{source} holds the grading folder {root}: collect from a sub-folder")
     if lesson is not None and lesson not in lessons:
         raise ValueError(f"unknown lesson {lesson}; known: {', '.join(lessons)}")
     pattern = _compile(id_pattern)

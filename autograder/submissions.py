@@ -290,7 +290,8 @@ def _why_not(loser: _Candidate, winner: _Candidate, expected: str) -> str:
         return f"not named {expected} (which is graded)"
     if loser.mtime < winner.mtime:
         return f"older than {winner.path.name}"
-    return f"as old as {winner.path.name}, which comes first by name"
+    # Exports often stamp every file with one time; a later version's name tends to sort later.
+    return f"as old as {winner.path.name}, whose name sorts later"
 
 
 def _ignored_text(ignored: list[tuple[str, str]]) -> str:
@@ -303,7 +304,8 @@ def choose_notebook(folder: Path, expected_name: str, lesson: str) -> Choice:
     Candidates are the folder's own `.ipynb` files (not hidden, not checkpoints, not
     symbolic links, not folders; files named like another notebook of the lesson are left
     to that notebook). Readable candidates are ranked by: holds answers
-    (`count_answers` > 0), has the expected name, newest modification time, then name.
+    (`count_answers` > 0), has the expected name, newest modification time, then the name
+    that sorts last.
     When no candidate is readable the expected-named (else newest) unreadable one is
     returned so that the grader reports why it is unreadable. Never raises for anything in
     the folder; a missing folder gives `Choice(None, ...)`.
@@ -344,6 +346,7 @@ def choose_notebook(folder: Path, expected_name: str, lesson: str) -> Choice:
 
 
 def ledger_path(root: Path) -> Path:
+    """`root`/reports/collect-ledger.jsonl: one JSON object per collect run, appended."""
     return Path(root) / LEDGER
 
 

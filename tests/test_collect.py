@@ -235,7 +235,7 @@ def test_a_folder_with_the_release_and_the_worked_copy_imports_the_worked_one(tm
 def test_lms_exports_are_recognised_from_their_names(tmp_path, layout, members, expected):
     for kind, source in (
         ("zip", make_zip(tmp_path / "export.zip", members)),
-        ("folder", make_folder(tmp_path / "unzipped" / "export", members)),  # with a wrapper
+        ("folder", make_folder(tmp_path / "unzipped" / "export", members).parent),  # wrapped
     ):
         root = tmp_path / kind
         report = collect(source, root, [LESSON], lesson=LESSON)
@@ -675,6 +675,8 @@ def test_collecting_from_inside_submitted_is_refused(tmp_path):
     make_folder(root / "submitted" / "ann" / LESSON, {NB: WORKED})
     with pytest.raises(ValueError, match="inside"):
         collect(root / "submitted", root, [LESSON])
+    with pytest.raises(ValueError, match="holds the grading folder"):
+        collect(tmp_path, root, [LESSON])
 
 
 def test_collect_from_an_lms_zip_and_a_folder(tmp_path):
