@@ -64,7 +64,7 @@ from pathlib import Path, PurePosixPath
 
 from autograder import submissions
 from autograder.nbgrader_config import REPO
-from autograder.sanitize import UnreadableNotebook, read_submission
+from autograder.sanitize import UnreadableNotebook
 
 MAX_MEMBER_BYTES = 50 * 2**20
 MAX_TOTAL_BYTES = 2 * 2**30  # read from one export, all members together
@@ -898,7 +898,7 @@ def _check_imported(root: Path, entries: list[Entry]) -> None:
     for entry in entries:
         if entry.outcome == "imported":
             try:
-                read_submission(root / entry.extra["as"])
+                submissions.load_notebook(root / entry.extra["as"])
             except UnreadableNotebook as exc:
                 entry.extra["unreadable"] = str(exc)
 

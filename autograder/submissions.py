@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.nbgrader_config import REPO
-from autograder.sanitize import UnreadableNotebook, read_submission
+from autograder.sanitize import MAX_NOTEBOOK_BYTES, UnreadableNotebook, read_submission
 
 LEDGER = Path("reports") / "collect-ledger.jsonl"
 MAX_ID_CHARS = 100
@@ -183,7 +183,7 @@ def _is_stub(source: str, stub: str) -> bool:
     )
 
 
-def count_answers(nb: nbformat.NotebookNode, lesson: str, name: str) -> int:
+def count_answers(nb: dict, lesson: str, name: str) -> int:
     """How many answers `nb` holds against the release course/<lesson>/<name>.
 
     An answer is an answer cell (nbgrader `solution: true`, not `grade: true`) whose source
@@ -194,7 +194,8 @@ def count_answers(nb: nbformat.NotebookNode, lesson: str, name: str) -> int:
     release = _release(lesson, name)
     answered: set[str] = set()
     added = 0
-    for cell in nb.cells:
+    cells = nb.get("cells", []) if isinstance(nb, dict) else []
+    for cell in cells if isinstance(cells, list) else []:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source, gid = _source(cell), _meta(cell).get("grade_id")
@@ -266,9 +267,27 @@ def _scan(folder: Path, expected: str, lesson: str) -> tuple[list[_Candidate], l
     return candidates, ignored
 
 
+def load_notebook(path: Path) -> dict:
+    """The notebook at `path` as JSON, for looking at it (not for running it).
+
+    A plainly readable file (UTF-8 JSON with a list of cells, at most 20 MiB) is parsed
+    with `json` alone, which is many times faster than nbformat's conversion; anything else
+    goes through `sanitize.read_submission`, whose UnreadableNotebook says why the grader
+    will not read it. Raises UnreadableNotebook or OSError.
+    """
+    if path.stat().st_size <= MAX_NOTEBOOK_BYTES:
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("cells"), list):
+            return data
+    return read_submission(path)
+
+
 def _analyse(candidate: _Candidate, expected: str, lesson: str) -> None:
     try:
-        nb = read_submission(candidate.path)
+        nb = load_notebook(candidate.path)
     except UnreadableNotebook as exc:
         candidate.problem = str(exc)
         return
