@@ -76,8 +76,9 @@ def lesson_notebooks(lesson: str) -> list[Path]:
 def discover(root: Path, lessons: list[str]) -> list[Job]:
     """A job for every student folder in submitted/, per lesson and notebook.
 
-    A lesson folder with one notebook under another name is graded with a note; an absent
-    notebook becomes a job with no submission, so it is reported, not skipped.
+    When a lesson folder holds several notebooks, the one with answers (then the one with
+    the expected name, then the newest) is graded and the others are named in the job's
+    note; an absent notebook becomes a job with no submission, so it is reported, not skipped.
     """
     jobs = []
     base = root / "submitted"
@@ -93,28 +94,11 @@ def discover(root: Path, lessons: list[str]) -> list[Job]:
 
 
 def _job_for(student: str, lesson: str, name: str, folder: Path) -> Job:
-    exact = folder / name
-    if exact.is_file() and not exact.is_symlink():
-        return Job(student, lesson, name, exact)
-    others = sorted(
-        p
-        for p in folder.glob("*.ipynb")
-        if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
-    )
-    if len(others) == 1:
-        return Job(
-            student,
-            lesson,
-            name,
-            others[0],
-            note=f"graded {others[0].name} as {name} (wrong file name)",
-        )
-    if others:
-        listed = ", ".join(p.name for p in others)
-        return Job(
-            student, lesson, name, None, note=f"no {name}; found several notebooks: {listed}"
-        )
-    return Job(student, lesson, name, None, note=f"no notebook {name} in the submission")
+    """The notebook to grade as `name`: see `submissions.choose_notebook` for the ranking."""
+    from autograder.submissions import choose_notebook
+
+    choice = choose_notebook(folder, name, lesson)
+    return Job(student, lesson, name, choice.path, note=choice.note)
 
 
 # ---------------------------------------------------------------- one job (in a worker)
