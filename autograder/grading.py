@@ -82,7 +82,11 @@ def discover(root: Path, lessons: list[str]) -> list[Job]:
     """
     jobs = []
     base = root / "submitted"
-    students = sorted(p.name for p in base.glob("*") if p.is_dir() and not p.is_symlink())
+    students = sorted(
+        p.name
+        for p in base.glob("*")
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    )
     for student in students:
         for lesson in lessons:
             folder = base / student / lesson
