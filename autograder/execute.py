@@ -21,6 +21,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from autograder import sandbox
+
 PREAMBLE = "import autograder.judge  # captured before any learner code runs\n"
 TRUNCATED = "\n[output truncated by the grader: this cell printed more than {limit} bytes]\n"
 
@@ -82,7 +84,9 @@ def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_byt
     km = manager_class(
         kernel_name="python3",
         transport="ipc",
-        ip=str(workdir / ".kernel"),
+        # Sockets in a folder of their own: the only part of the job folder on the host,
+        # with results/, that the sandboxed kernel can write to.
+        ip=str(sandbox.socket_dir(workdir) / "kernel"),
         connection_file=str(workdir / ".kernel.json"),
     )
     timeout_error = {

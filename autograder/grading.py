@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import coursedir, integrity, sandbox, sanitize, transport
-from autograder.judge import RECORD_DIR_ENV, ProbeVerdict, Verdict, verdict_for
+from autograder.judge import ProbeVerdict, Verdict, verdict_for
 from autograder.nbgrader_config import REPO
 
 GRADER_VERSION = "1"
@@ -59,6 +59,7 @@ class Settings:
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
     seed: int | None = None
     threads_per_kernel: int = 1
+    allow_unsandboxed: bool = False  # grade with limits only where bubblewrap cannot run
 
 
 # ---------------------------------------------------------------- discovering work
@@ -222,35 +223,21 @@ def _execute_and_judge(job: Job, template, submission, settings: Settings) -> di
     }
 
 
-def _kernel_env(workdir: Path, settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "JPY_"))}
-    threads = str(settings.threads_per_kernel)
-    env.update(
-        {
-            "NBGRADER_EXECUTION": "autograde",
-            RECORD_DIR_ENV: str(workdir),
-            "HOME": str(workdir),
-            "MPLCONFIGDIR": str(workdir / ".mpl"),
-            "MPLBACKEND": "agg",
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "JUPYTER_RUNTIME_DIR": str(workdir / ".runtime"),
-            "PATH": coursedir.tool_env()["PATH"],
-        }
-    )
-    if settings.seed is not None:
-        env["AUTOGRADER_SEED"] = str(settings.seed)
-    return env
-
-
 def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str]:
     from autograder.execute import execute
 
-    wrapper, isolation = sandbox.kernel_wrapper(workdir, settings.root, settings.limits)
-    execution = execute(merged, workdir, settings.limits, wrapper, _kernel_env(workdir, settings))
+    box = sandbox.prepare(
+        workdir,
+        settings.limits,
+        threads=settings.threads_per_kernel,
+        seed=settings.seed,
+        allow_unsandboxed=settings.allow_unsandboxed,
+    )
+    with box:  # the kernel's lifetime: whole-submission limits, then cleaning
+        execution = execute(merged, workdir, settings.limits, box.wrapper, box.env)
+    sandbox.annotate_limit(execution, box.limit_hit)
     nbformat.write(merged, workdir / "executed.ipynb")
-    return execution, isolation
+    return execution, box.isolation
 
 
 def _cell_problem(execution: dict, grade_id: str) -> str:
@@ -306,6 +293,7 @@ def _execution_summary(execution: dict) -> dict:
         "timed_out": bool(execution.get("timed_out")),
         "kernel_died": bool(execution.get("kernel_died")),
         "startup_error": execution.get("startup_error"),
+        "limit_hit": execution.get("limit_hit"),
         "cells_run": sum(1 for c in cells if c.get("status") not in ("not-run",)),
         "timeouts": [
             c.get("grade_id") or c.get("index") for c in cells if c.get("status") == "timeout"
@@ -449,6 +437,7 @@ def grade(
     root = root.resolve()
     settings = settings or Settings(root=root)
     settings.root = root
+    sandbox.require(settings.allow_unsandboxed)
     with grade_lock(root):
         course = ensure_course(root, lessons)
         jobs = discover(root, lessons)

@@ -201,7 +201,9 @@ def summarise(results: list[dict]) -> dict:
             for r in results
             for f in r.get("findings", [])
         ],
-        "unsandboxed": sorted({r["student"] for r in results if r.get("isolation") == "rlimits"}),
+        "unsandboxed": sorted(
+            {r["student"] for r in results if r.get("isolation") in ("none", "rlimits")}
+        ),
     }
 
 
