@@ -235,7 +235,7 @@ def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str
     )
     with box:  # the kernel's lifetime: whole-submission limits, then cleaning
         execution = execute(merged, workdir, settings.limits, box.wrapper, box.env)
-    sandbox.annotate_limit(execution, box.limit_hit)
+    box.annotate(execution)  # limit_hit (a message for the student), limits_by
     nbformat.write(merged, workdir / "executed.ipynb")
     return execution, box.isolation
 
@@ -294,6 +294,7 @@ def _execution_summary(execution: dict) -> dict:
         "kernel_died": bool(execution.get("kernel_died")),
         "startup_error": execution.get("startup_error"),
         "limit_hit": execution.get("limit_hit"),
+        "limits_by": execution.get("limits_by"),
         "cells_run": sum(1 for c in cells if c.get("status") not in ("not-run",)),
         "timeouts": [
             c.get("grade_id") or c.get("index") for c in cells if c.get("status") == "timeout"

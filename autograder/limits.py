@@ -159,9 +159,13 @@ class Cgroups:
         if set(dirs) != {"memory", "pids"}:
             return None
         made = cls({}, 1)
-        for controller, path in dirs.items():
-            path.mkdir()
-            made.dirs[controller] = path
+        try:
+            for controller, path in dirs.items():
+                path.mkdir()
+                made.dirs[controller] = path
+        except OSError:
+            made.destroy()
+            raise
         return made
 
     def _set_limits(self, memory_bytes: int, processes: int) -> None:
@@ -275,6 +279,15 @@ def _pss_bytes(pid: int) -> int:
         return 0
 
 
+def _start_time(pid: int) -> int | None:
+    """Clock ticks after boot at which `pid` started: with the pid, a process's identity."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _threads(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -333,7 +346,7 @@ class Supervisor:
         self.hit: LimitHit | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-supervisor", daemon=True)
-        self._root: int | None = None
+        self._root: tuple[int, int | None] | None = None  # (pid, start time)
         self._inside: int | None = None
 
     def start(self) -> None:
@@ -348,10 +361,19 @@ class Supervisor:
         return self.hit
 
     def root_pid(self) -> int | None:
+        """The launcher's pid (bubblewrap's after exec) while that process lives, else None.
+
+        Checked against the start time first seen, so a reused pid is never taken for it.
+        """
         if self._root is None:
             with contextlib.suppress(OSError, ValueError):
-                self._root = int(self.pid_file.read_text())
-        return self._root
+                pid = int(self.pid_file.read_text())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"sandbox_launch" in cmdline or b"bwrap" in cmdline:
+                    self._root = (pid, _start_time(pid))
+        if self._root is None or _start_time(self._root[0]) != self._root[1]:
+            return None
+        return self._root[0]
 
     def kill(self) -> None:
         root = self.root_pid()

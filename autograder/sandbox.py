@@ -355,6 +355,11 @@ class Sandbox:
             self.cgroups.destroy()
         clean(self.workdir)
 
+    def annotate(self, execution: dict) -> None:
+        """Add to an execution report how limits were enforced and which one was hit."""
+        execution["limits_by"] = self.limits_by
+        annotate_limit(execution, self.limit_hit)
+
     @property
     def limits_by(self) -> str:
         """How the whole-submission limits were enforced: "cgroup v1", "cgroup v2", "watcher"."""

@@ -541,8 +541,8 @@ def test_a_notebook_runs_in_the_sandbox_and_a_limit_hit_is_reported(tmp_path):
     box = sandbox.prepare(workdir, lim)
     with box:
         report = execute(nb, workdir, lim, box.wrapper, box.env)
-    sandbox.annotate_limit(report, box.limit_hit)
-    assert box.isolation == "bubblewrap"
+    box.annotate(report)
+    assert box.isolation == "bubblewrap" and report["limits_by"] == box.limits_by
     assert nb.cells[1].outputs[0]["text"] == f"{sandbox.INSIDE_ID} True\n"
     assert [c["status"] for c in report["cells"]] == ["ok", "ok", "kernel-died", "not-run"]
     assert report["limit_hit"]["kind"] == "memory"
