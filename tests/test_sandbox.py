@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -553,3 +554,52 @@ def test_a_notebook_runs_in_the_sandbox_and_a_limit_hit_is_reported(tmp_path):
         "probes",
         "results",
     ]
+
+
+@needs_sandbox
+@needs_root
+@pytest.mark.skipif(
+    not (os.path.exists("/usr/bin/python3") and shutil.which("setpriv")),
+    reason="needs a system /usr/bin/python3 and setpriv to play a non-root instructor",
+)
+def test_a_non_root_instructor_gets_the_same_sandbox():
+    """The launcher's other branch: bwrap run by a plain user maps uid 1000 to that user.
+
+    This machine's Python lives under /root, so the "instructor" (uid 65534 here) runs the
+    launcher and the command with the system Python, and the grader's binds of /root and
+    the checkout are left out of the spec.
+    """
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:  # pytest's is root-only
+        os.chmod(tmp, 0o755)
+        _run_as_plain_user(Path(tmp) / "job")
+
+
+def _run_as_plain_user(workdir: Path) -> None:
+    (workdir / "probes").mkdir(parents=True)
+    box = sandbox.prepare(workdir, sandbox.Limits())
+    box.host_id = None
+    with box:
+        spec = json.loads((box.control / "spec.json").read_text())
+        spec["binds"] = [b for b in spec["binds"] if not b[1].startswith(("/root", str(REPO)))]
+        spec.update(copy_in=[], cgroup_procs=[])
+        (box.control / "spec.json").write_text(json.dumps(spec))
+        for path in [workdir, *workdir.rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+        code = (
+            "import os; status = open('/proc/self/status').read();"
+            "print(os.getuid(), status.split('CapEff:')[1].split()[0], sorted(os.listdir('/')),"
+            " open('/proc/self/uid_map').read().split())"
+        )
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+            + ["/usr/bin/python3", "-I", "-S", str(sandbox.LAUNCHER), *box.wrapper[4:]]
+            + ["/usr/bin/python3", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+    assert proc.returncode == 0, proc.stderr
+    uid, cap, root, _ = proc.stdout.split(" ", 3)
+    assert (uid, cap) == ("1000", "0000000000000000")
+    assert "work" not in root and "root" not in root and "home" not in root
