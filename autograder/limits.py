@@ -60,6 +60,7 @@ class LimitHit:
         return f"Your notebook {what}; {stopped}"
 
     def to_dict(self, where: str = "") -> dict:
+        """`{"kind", "limit" (bytes or a count), "message"}` for the execution report."""
         return {"kind": self.kind, "limit": self.limit, "message": self.message(where)}
 
 
@@ -182,6 +183,7 @@ class Cgroups:
 
     @property
     def procs_files(self) -> list[str]:
+        """The `cgroup.procs` files a process writes its pid to in order to join."""
         return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
 
     def _counter(self, controller: str, filename: str, key: str) -> int:
@@ -196,6 +198,7 @@ class Cgroups:
         return 0
 
     def oom_kills(self) -> int:
+        """Processes the kernel's OOM killer ended in this cgroup so far."""
         if self.version == 2:
             return self._counter("memory", "memory.events", "oom_kill")
         return self._counter("memory", "memory.oom_control", "oom_kill")
@@ -205,6 +208,7 @@ class Cgroups:
         return self._counter("pids", "pids.events", "max")
 
     def pids(self) -> set[int]:
+        """Every process now in these cgroups (host pids)."""
         found: set[int] = set()
         for path in self.procs_files:
             with contextlib.suppress(OSError):
@@ -212,6 +216,7 @@ class Cgroups:
         return found
 
     def kill(self, timeout_s: float = 5.0) -> None:
+        """SIGKILL every process in the cgroups until none is left or `timeout_s` passed."""
         if self.version == 2 and (self.dirs["pids"] / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 (self.dirs["pids"] / "cgroup.kill").write_text("1")
@@ -223,6 +228,7 @@ class Cgroups:
             time.sleep(0.02)
 
     def destroy(self) -> None:
+        """Kill what is left, then remove the cgroups' directories."""
         self.kill()
         for path in sorted(set(self.dirs.values()), reverse=True):
             for _ in range(50):
@@ -297,6 +303,7 @@ def _threads(pid: int) -> int:
 
 
 def kill_tree(root: int) -> None:
+    """SIGKILL `root` and its descendants, again until none is left (at most 20 rounds)."""
     for _ in range(20):
         tree = descendants(root)
         if not tree:
@@ -350,6 +357,7 @@ class Supervisor:
         self._inside: int | None = None
 
     def start(self) -> None:
+        """Start watching in a daemon thread (a look every `interval_s` seconds)."""
         self._thread.start()
 
     def stop(self) -> LimitHit | None:
@@ -376,6 +384,7 @@ class Supervisor:
         return self._root[0]
 
     def kill(self) -> None:
+        """Stop the whole sandboxed tree: the launcher's descendants and the cgroups."""
         root = self.root_pid()
         if root is not None:
             kill_tree(root)

@@ -215,6 +215,7 @@ def unavailable_reason() -> str | None:
 
 
 def available() -> bool:
+    """Whether submissions can be sandboxed here (a probe sandbox ran; cached per process)."""
     return unavailable_reason() is None
 
 
