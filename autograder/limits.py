@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,9 +348,11 @@ class Supervisor:
         host_folder: Path,
         tmpfs: list[tuple[str, int]],
         interval_s: float = 0.1,
+        on_tick: Callable[[], None] | None = None,
     ):
         self.limits, self.cgroups, self.pid_file = limits, cgroups, pid_file
         self.host_folder, self.tmpfs, self.interval_s = host_folder, tmpfs, interval_s
+        self.on_tick = on_tick  # the sandbox's own periodic duty (sealing the socket folder)
         self.hit: LimitHit | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-supervisor", daemon=True)
@@ -394,6 +397,8 @@ class Supervisor:
     def _run(self) -> None:
         tick = 0
         while not self._stop.wait(self.interval_s):
+            if self.on_tick is not None:
+                self.on_tick()
             hit = self.check(disk=tick % 3 == 0)
             tick += 1
             if hit is not None:

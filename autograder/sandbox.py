@@ -54,6 +54,7 @@ RESULT_FILE_BYTES = 64 * 2**20  # transport.MAX_RESULT_BYTES: the grader reads n
 INSIDE_ID = 1000  # the kernel's uid and gid inside the user namespace
 HOST_ID = 65534  # ...and outside it when the grader runs as root ("nobody"/"nogroup")
 LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
+KERNEL_SOCKETS = 5  # shell, iopub, stdin, control, heartbeat
 # autograder modules a graded kernel imports (`import autograder.judge` and what judge
 # imports while recording). Everything else of autograder/, exercises/ above all, stays out.
 KERNEL_MODULES = ("__init__.py", "judge.py", "transport.py", "safe_sympy.py", "probe_helpers.py")
@@ -342,11 +343,37 @@ class Sandbox:
             self.limits.memory_bytes, self.limits.processes
         )
         (self.control / "spec.json").write_text(json.dumps(self.spec()))
+        self._sealed = False
         self._supervisor = Supervisor(
-            self.limits, self.cgroups, self.control / "pid", self.workdir, self.tmpfs
+            self.limits,
+            self.cgroups,
+            self.control / "pid",
+            self.workdir,
+            self.tmpfs,
+            on_tick=self.seal_sockets if self.host_id is not None else None,
         )
         self._supervisor.start()
         return self
+
+    def seal_sockets(self) -> None:
+        """Once the kernel has bound its sockets, take the socket folder back (root only).
+
+        The grader's client connects, and ZeroMQ reconnects, to paths in that folder as
+        root: were it still the kernel's, the kernel could swap a socket for a symbolic
+        link to any host socket. Sealed, it can neither remove nor add an entry there.
+        """
+        if self._sealed:
+            return
+        folder = socket_dir(self.workdir)
+        try:
+            modes = [e.stat(follow_symlinks=False).st_mode for e in os.scandir(folder)]
+            sockets = [m for m in modes if stat.S_ISSOCK(m)]
+        except OSError:
+            return
+        if len(sockets) >= KERNEL_SOCKETS:
+            os.chown(folder, 0, 0, follow_symlinks=False)
+            os.chmod(folder, 0o755)
+            self._sealed = True
 
     def __exit__(self, *exc) -> None:
         if self._supervisor is not None:

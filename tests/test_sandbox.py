@@ -603,3 +603,31 @@ def _run_as_plain_user(workdir: Path) -> None:
     uid, cap, root, _ = proc.stdout.split(" ", 3)
     assert (uid, cap) == ("1000", "0000000000000000")
     assert "work" not in root and "root" not in root and "home" not in root
+
+
+@needs_sandbox
+@needs_root
+def test_the_socket_folder_is_taken_back_once_the_kernel_listens(tmp_path):
+    """Else the kernel could swap a socket for a link to a host socket the grader (root)
+    would then connect to."""
+    code = """
+import os, socket, time
+folder = os.path.join(os.environ["AUTOGRADER_RECORD_DIR"], "ipc")
+listening = []
+for port in range(1, 6):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(os.path.join(folder, f"kernel-{port}"))
+    s.listen(1)
+    listening.append(s)
+time.sleep(1.5)
+for attempt in (lambda: os.unlink(os.path.join(folder, "kernel-1")),
+                lambda: os.symlink("/run/docker.sock", os.path.join(folder, "kernel-9"))):
+    try:
+        attempt()
+        print("allowed")
+    except PermissionError:
+        print("refused")
+"""
+    proc, _ = run_inside(tmp_path / "job", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["refused", "refused"]
