@@ -92,6 +92,7 @@ def cmd_grade(args) -> int:
         limits=limits,
         seed=args.seed,
         threads_per_kernel=max(1, (os.cpu_count() or 1) // workers),
+        allow_unsandboxed=args.allow_unsandboxed,
     )
 
     def show(result) -> None:
@@ -102,8 +103,13 @@ def cmd_grade(args) -> int:
             flush=True,
         )
 
-    if sandbox.bwrap_path() is None:
-        print(f"WARNING: {sandbox.NO_SANDBOX_WARNING}", file=sys.stderr)
+    reason = sandbox.unavailable_reason()
+    if reason is not None and not args.allow_unsandboxed:
+        print(f"error: cannot grade safely: {reason}.", file=sys.stderr)
+        print("  (--allow-unsandboxed grades anyway, without isolation)", file=sys.stderr)
+        return 2
+    if reason is not None:
+        print(f"WARNING: {reason}; {sandbox.NO_SANDBOX_WARNING}", file=sys.stderr)
     try:
         results = grading.grade(
             args.root,
@@ -200,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--notebook-timeout", type=int, default=300)
     gr.add_argument("--memory-gb", type=float, default=4.0)
     gr.add_argument("--seed", type=int, default=None, help="seed of the hidden tests' inputs")
+    gr.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="where bubblewrap cannot run, grade anyway with resource limits only (no isolation)",
+    )
     sub.add_parser("feedback", help="HTML feedback per student")
     sub.add_parser("export", help="grades as CSV")
     sub.add_parser("report", help="class summary")

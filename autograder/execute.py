@@ -29,6 +29,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from autograder import sandbox
 from autograder.judge import RESULTS_MIME
 
 PREAMBLE = "import autograder.judge  # the grader's recorder, imported before any learner code\n"
@@ -117,13 +118,13 @@ def _cell_status(cell) -> tuple[str, str]:
 
 def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_bytes: int):
     manager_class = type("JobKernelManager", (WrappedKernelManager,), {"wrapper": list(wrapper)})
-    kernel_dir = workdir / "kernel"
-    kernel_dir.mkdir(parents=True, exist_ok=True)
     km = manager_class(
         kernel_name="python3",
         transport="ipc",
-        ip=str(kernel_dir / "ipc"),
-        connection_file=str(kernel_dir / "connection.json"),
+        # Sockets in a folder of their own: the only part of the job folder on the host
+        # that the sandboxed kernel can write to.
+        ip=str(sandbox.socket_dir(workdir) / "kernel"),
+        connection_file=str(workdir / ".kernel.json"),
     )
     timeout_error = {
         "ename": "CellTimeoutError",

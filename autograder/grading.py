@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import coursedir, integrity, sandbox, sanitize
-from autograder.judge import RECORD_DIR_ENV, file_stem
+from autograder.judge import file_stem
 from autograder.nbgrader_config import REPO
 from autograder.results import CellResult, ExerciseVerdict, GradingResult, ProbeVerdict
 
@@ -64,6 +64,7 @@ class Settings:
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
     seed: int | None = None  # None: a fresh seed for every run
     threads_per_kernel: int = 1
+    allow_unsandboxed: bool = False  # grade with limits only where bubblewrap cannot run
 
 
 # ---------------------------------------------------------------- discovering work
@@ -274,10 +275,17 @@ def _save_executed(root: Path, job: Job, nb) -> None:
 def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str]:
     from autograder.execute import execute
 
-    wrapper, isolation = sandbox.kernel_wrapper(workdir, settings.root, settings.limits)
-    env = sandbox.kernel_env(workdir, settings.threads_per_kernel, RECORD_DIR_ENV)
-    execution = execute(merged, workdir, settings.limits, wrapper, env)
-    return execution, isolation
+    box = sandbox.prepare(
+        workdir,
+        settings.limits,
+        threads=settings.threads_per_kernel,
+        seed=settings.seed,
+        allow_unsandboxed=settings.allow_unsandboxed,
+    )
+    with box:  # the kernel's lifetime: whole-submission limits, then cleaning
+        execution = execute(merged, workdir, settings.limits, box.wrapper, box.env)
+    box.annotate(execution)  # limit_hit (a message for the student), limits_by
+    return execution, box.isolation
 
 
 def _cell_problem(execution: dict, grade_id: str) -> str:
@@ -302,9 +310,13 @@ def _cell_problem(execution: dict, grade_id: str) -> str:
     return _stopped_reason(execution)
 
 
+def _limit_message(hit) -> str:
+    return hit.get("message", str(hit)) if isinstance(hit, dict) else str(hit)
+
+
 def _stopped_reason(execution: dict) -> str:
     if execution.get("limit_hit"):
-        return f"the notebook was stopped: {execution['limit_hit']}"
+        return f"the notebook was stopped: {_limit_message(execution['limit_hit'])}"
     if execution.get("kernel_died"):
         return "the kernel stopped before this test (an exit, a crash, or a resource limit)"
     return "the test did not run (the notebook stopped earlier)"
@@ -377,9 +389,10 @@ def _execution_summary(execution: dict) -> dict:
     return {
         "timed_out": bool(execution.get("timed_out")),
         "kernel_died": bool(execution.get("kernel_died")),
-        "limit_hit": execution.get("limit_hit"),
         "restarts": execution.get("restarts", 0),
         "startup_error": execution.get("startup_error"),
+        "limit_hit": execution.get("limit_hit"),
+        "limits_by": execution.get("limits_by"),
         "cells_run": sum(1 for c in cells if c.get("status") not in ("not-run",)),
         "timeouts": [
             c.get("grade_id") or c.get("index") for c in cells if c.get("status") == "timeout"
@@ -530,6 +543,7 @@ def grade(
     root = root.resolve()
     settings = settings or Settings(root=root)
     settings.root = root
+    sandbox.require(settings.allow_unsandboxed)
     with grade_lock(root):
         course = ensure_course(root, lessons)
         jobs = discover(root, lessons)

@@ -292,7 +292,9 @@ def runtime_findings(execution: dict) -> list[Finding]:
     if execution.get("timed_out"):
         found.append(finding("notebook", 0, "hit a limit", "ran past the notebook's time limit"))
     if execution.get("limit_hit"):
-        found.append(finding("notebook", 0, "hit a limit", str(execution["limit_hit"])[:200]))
+        found.append(
+            finding("notebook", 0, "hit a limit", _limit_text(execution["limit_hit"])[:200])
+        )
     elif execution.get("kernel_died"):
         found.append(finding("notebook", 0, "hit a limit", "the kernel stopped (exit or crash)"))
     for cell in execution.get("truncated", []):
@@ -320,3 +322,8 @@ def verdict_findings(cells: dict) -> list[Finding]:
                     finding(exercise.exercise, 0, "tampering with the grader", reason[:300])
                 )
     return found
+
+
+def _limit_text(hit) -> str:
+    """The message of a `limit_hit` entry (a dict from `autograder.limits`)."""
+    return hit.get("message", str(hit)) if isinstance(hit, dict) else str(hit)

@@ -43,8 +43,14 @@ def test_failure_names_case_input_expected_got_and_hint():
 @pytest.mark.parametrize(
     "case, fragment",
     [
-        (checks.close("c", lambda: torch.zeros(3), torch.zeros(2)), r"shape \(3,\), expected \(2,\)"),
-        (checks.close("c", lambda: torch.zeros(2).double(), torch.zeros(2)), "dtype float64, expected float32"),
+        (
+            checks.close("c", lambda: torch.zeros(3), torch.zeros(2)),
+            r"shape \(3,\), expected \(2,\)",
+        ),
+        (
+            checks.close("c", lambda: torch.zeros(2).double(), torch.zeros(2)),
+            "dtype float64, expected float32",
+        ),
         (checks.close("c", lambda: torch.tensor([float("nan"), 0.0]), torch.zeros(2)), "NaN"),
         (checks.close("c", lambda: "text", torch.zeros(2)), "expected a float32 tensor"),
         (checks.close("c", lambda: 1 / 0, torch.zeros(2)), "raised ZeroDivisionError"),
