@@ -89,11 +89,11 @@ def test_block_is_causal_and_keeps_shape(norm_position, ffn):
     torch.manual_seed(0)
     block = TransformerBlock(16, 4, 32, n_kv_heads=2, ffn=ffn, norm_position=norm_position)
     x = randn(2, 6, 16, seed=8)
-    out = block(x, is_causal=True)
+    out = block(x)
     assert out.shape == x.shape
     x2 = x.clone()
     x2[:, 4] += 1.0
-    out2 = block(x2, is_causal=True)
+    out2 = block(x2)
     torch.testing.assert_close(out2[:, :4], out[:, :4])
     assert not torch.allclose(out2[:, 4], out[:, 4])
 
@@ -105,4 +105,4 @@ def test_block_with_zeroed_output_projections_is_identity_in_pre_ln():
         block.attn.W_o.bias.zero_()
         block.ffn.W_down.weight.zero_()
     x = randn(2, 5, 16, seed=9)
-    torch.testing.assert_close(block(x, is_causal=True), x)
+    torch.testing.assert_close(block(x), x)

@@ -130,7 +130,7 @@ def test_rope_with_batched_positions_and_precomputed_tables():
     torch.testing.assert_close(out[0], apply_rope(x[0], positions[0]))
     torch.testing.assert_close(out[1], apply_rope(x[1], positions[1]))
     cos_sin = rope_cos_sin(positions[1], 8)
-    torch.testing.assert_close(apply_rope(x, cos_sin=cos_sin), apply_rope(x, positions[1]))
+    torch.testing.assert_close(apply_rope(x, rope=cos_sin), apply_rope(x, positions[1]))
     torch.testing.assert_close(RotaryEmbedding(8)(x, positions[1]), apply_rope(x, positions[1]))
 
 
