@@ -44,16 +44,16 @@ def flattened_step(model: TransformerLM, keys: list, values: list, freqs: torch.
     def step(token: torch.Tensor, pos: int) -> torch.Tensor:
         x = F.embedding(token, emb)
         for i, (n1, w_qkv, w_o, n2, w_gate, w_up, w_down) in enumerate(layers):
-            qkv = F.linear(F.rms_norm(x, (D,), n1, 1e-6), w_qkv).view(1, 3 * H, 1, hd)
+            qkv = F.linear(F.rms_norm(x, (D,), n1, c.norm_eps), w_qkv).view(1, 3 * H, 1, hd)
             pairs = torch.view_as_complex(qkv[:, : 2 * H].unflatten(-1, (-1, 2)))
             qk = torch.view_as_real(pairs * freqs[pos]).flatten(-2)
             keys[i][:, :, pos : pos + 1] = qk[:, H:]
             values[i][:, :, pos : pos + 1] = qkv[:, 2 * H :]
             k, v = keys[i][:, :, : pos + 1], values[i][:, :, : pos + 1]
             x = x + F.linear(F.scaled_dot_product_attention(qk[:, :H], k, v).view(1, 1, D), w_o)
-            h = F.rms_norm(x, (D,), n2, 1e-6)
+            h = F.rms_norm(x, (D,), n2, c.norm_eps)
             x = x + F.linear(F.silu(F.linear(h, w_gate)) * F.linear(h, w_up), w_down)
-        return F.linear(F.rms_norm(x, (D,), norm_f, 1e-6), emb)
+        return F.linear(F.rms_norm(x, (D,), norm_f, c.norm_eps), emb)
 
     return step
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from solutions.kernels.heads import Backend, MultiHeadAttention
+from solutions.kernels.module import Linear, Module
 from solutions.kernels.norms import make_norm
 from solutions.kernels.positions import RopeLayout
 
@@ -143,7 +144,7 @@ def _xavier_normal_(weight: torch.Tensor, gain: float, generator) -> None:
     weight.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)
 
 
-class GELUFeedForward(nn.Module):
+class GELUFeedForward(Module):
     """`gelu_ffn` with weights `W_in` `(d_ff, d_model)` and `W_out` `(d_model, d_ff)`.
 
     `approximate` picks exact (`"none"`) or tanh GELU (`"tanh"`, GPT-2's). `fused=True` (the
@@ -163,8 +164,8 @@ class GELUFeedForward(nn.Module):
         super().__init__()
         gelu(torch.zeros(()), approximate)  # a bad value fails here, not at the first forward
         self.approximate, self.fused = approximate, fused
-        self.W_in = nn.Linear(d_model, d_ff, bias=bias)
-        self.W_out = nn.Linear(d_ff, d_model, bias=bias)
+        self.W_in = Linear(d_model, d_ff, bias=bias)
+        self.W_out = Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.W_in.weight, self.W_in.bias)
@@ -172,7 +173,7 @@ class GELUFeedForward(nn.Module):
         return F.linear(h, self.W_out.weight, self.W_out.bias)
 
 
-class SwiGLUFeedForward(nn.Module):
+class SwiGLUFeedForward(Module):
     """`swiglu_ffn` with `W_gate`, `W_up` `(d_ff, d_model)` and `W_down` `(d_model, d_ff)`.
 
     `fused` as in `GELUFeedForward`, with `F.silu`.
@@ -181,9 +182,9 @@ class SwiGLUFeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, *, fused: bool = True) -> None:
         super().__init__()
         self.activation = F.silu if fused else silu
-        self.W_gate = nn.Linear(d_model, d_ff, bias=False)
-        self.W_up = nn.Linear(d_model, d_ff, bias=False)
-        self.W_down = nn.Linear(d_ff, d_model, bias=False)
+        self.W_gate = Linear(d_model, d_ff, bias=False)
+        self.W_up = Linear(d_model, d_ff, bias=False)
+        self.W_down = Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.activation(F.linear(x, self.W_gate.weight))
@@ -209,14 +210,15 @@ def make_ffn(
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` that returns its input untouched, without even a no-op kernel call, when it
-    is off (evaluation, or p = 0): a cached decoding step is short enough for that to show."""
+    """`nn.Dropout` that, when it is off (evaluation, or p = 0), returns its input at once: not
+    even the module-call machinery runs (so no hooks either), since a cached decoding step is
+    short enough for seven no-op module calls per token to show. On, it is `nn.Dropout`."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if self.training and self.p > 0 else x
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return super().__call__(x) if self.training and self.p > 0 else x
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(Module):
     """Attention and feed-forward sublayers, each with a residual connection and a norm.
 
     A decoder block: causal unless built with `is_causal=False` (an encoder block). Each choice

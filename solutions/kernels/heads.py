@@ -36,10 +36,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.masks import causal_mask, combine_masks
+from solutions.kernels.module import Linear, Module
 from solutions.kernels.positions import RopeLayout, check_rope_layout, rotate
 
 Backend = Literal["reference", "sdpa"]
@@ -309,7 +309,7 @@ def fused_multi_head_attention(
     return _attend(q, k, v, W_o, b_o, rope, rope_layout, kwargs)
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(Module):
     """`fused_multi_head_attention` as a module, with a KV cache.
 
     Parameters: `W_qkv.weight` `((n_heads + 2 n_kv_heads) * head_dim, d_model)` is
@@ -346,8 +346,8 @@ class MultiHeadAttention(nn.Module):
         self.dropout, self.backend = dropout, backend
         self.rope_layout, self.is_causal = rope_layout, is_causal
         qkv_dim = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-        self.W_qkv = nn.Linear(d_model, qkv_dim, bias=bias)
-        self.W_o = nn.Linear(d_model, d_model, bias=bias)
+        self.W_qkv = Linear(d_model, qkv_dim, bias=bias)
+        self.W_o = Linear(d_model, d_model, bias=bias)
 
     def forward(
         self,
@@ -361,8 +361,18 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """`(batch, seq, d_model)` -> `(batch, seq, d_model)`; with `cache`, `x` holds the tokens
         after the cached ones and `rope` must be the tables of their positions."""
-        qkv = F.linear(x, self.W_qkv.weight, self.W_qkv.bias)
-        q, k, v = self._split(qkv, rope)
+        B, T, _ = x.shape
+        H, H_kv = self.n_heads, self.n_kv_heads
+        W_qkv, W_o = self.W_qkv, self.W_o
+        qkv = F.linear(x, W_qkv.weight, W_qkv.bias)
+        heads = qkv.view(B, T, H + 2 * H_kv, self.head_dim).transpose(1, 2)  # (B, heads, T, d)
+        if rope is None:
+            q, k = heads[:, :H], heads[:, H : H + H_kv]
+        else:  # queries and keys sit side by side: rotate them in one go
+            cos, sin = _rope_tables(rope)
+            qk = rotate(heads[:, : H + H_kv], cos, sin, self.rope_layout)
+            q, k = qk.split_with_sizes([H, H_kv], dim=1)
+        v = heads[:, H + H_kv :]
         if cache is not None:
             k, v = cache.update(layer, k, v)
         out = grouped_query_attention(
@@ -375,15 +385,4 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             backend=self.backend,
         )
-        return F.linear(merge_heads(out), self.W_o.weight, self.W_o.bias)
-
-    def _split(self, qkv: torch.Tensor, rope: Rope | None):
-        """`split_qkv`, with queries and keys rotated together, in one rotation, if `rope`."""
-        H, H_kv, d = self.n_heads, self.n_kv_heads, self.head_dim
-        if rope is None:
-            return split_qkv(qkv, H, H_kv)
-        qk, v = qkv.split_with_sizes([(H + H_kv) * d, H_kv * d], dim=-1)
-        cos, sin = _rope_tables(rope)
-        qk = rotate(split_heads(qk, H + H_kv), cos, sin, self.rope_layout)
-        q, k = qk.split_with_sizes([H, H_kv], dim=-3)
-        return q, k, split_heads(v, H_kv)
+        return F.linear(merge_heads(out), W_o.weight, W_o.bias)

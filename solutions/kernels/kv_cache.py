@@ -128,9 +128,9 @@ class KVCache:
                 f"batch size {k.shape[0]} does not match the cache's {self.batch_size}"
             )
         keys, values = self.keys[layer], self.values[layer]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        return keys[:, :, :end], values[:, :, :end]
+        keys.narrow(2, start, end - start).copy_(k)  # in place: the memory was allocated once
+        values.narrow(2, start, end - start).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, n: int) -> None:
         """Mark `n` more positions as filled (call once per forward pass, after all layers)."""

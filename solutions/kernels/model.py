@@ -24,6 +24,7 @@ from course.lm.sample import generate as harness_generate
 from course.lm.sample import next_token
 from solutions.kernels.blocks import Dropout, TransformerBlock
 from solutions.kernels.kv_cache import KVCache
+from solutions.kernels.module import Embedding, Linear, Module
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
 from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_table
 
@@ -32,7 +33,7 @@ from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_tab
 RESIDUAL_PROJECTIONS = ("attn.W_o.weight", "ffn.W_out.weight", "ffn.W_down.weight")
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(Module):
     """The course's language model: `TransformerLM(config)(idx) -> logits`.
 
     Implements the harness protocol of `course.lm.protocol` (`new_cache`, `forward(idx, cache)`)
@@ -46,9 +47,9 @@ class TransformerLM(nn.Module):
         self.config = c = config
         if c.positional not in ("rope", "sinusoidal", "learned", "alibi", "none"):
             raise ValueError(f"unknown positional scheme {c.positional!r}")
-        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.tok_emb = Embedding(c.vocab_size, c.d_model)
         if c.positional == "learned":
-            self.pos_emb = nn.Embedding(c.context_length, c.d_model)
+            self.pos_emb = Embedding(c.context_length, c.d_model)
         self.adds_positions = c.positional in ("learned", "sinusoidal")
         self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
@@ -73,7 +74,7 @@ class TransformerLM(nn.Module):
         self.norm_f = None
         if c.norm_position == "pre":
             self.norm_f = make_norm(c.norm, c.d_model, eps=c.norm_eps, bias=c.bias)
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self._make_position_tables(self.tok_emb.weight.dtype, self.tok_emb.weight.device)
@@ -180,11 +181,12 @@ class TransformerLM(nn.Module):
         """RoPE's `(cos, sin)`, each `(end - start, head_dim / 2)`, for positions `start .. end -
         1`: rows of the precomputed tables, or computed afresh past `context_length` (a cache may
         be longer than the context)."""
-        if end <= self.rope_cos.shape[0]:
-            return self.rope_cos[start:end], self.rope_sin[start:end]
-        c, table = self.config, self.rope_cos
-        positions = torch.arange(start, end, device=table.device)
-        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=table.dtype)
+        cos, sin = self.rope_cos, self.rope_sin
+        if end <= cos.shape[0]:
+            return cos[start:end], sin[start:end]
+        c = self.config
+        positions = torch.arange(start, end, device=cos.device)
+        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=cos.dtype)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `max_len` positions, on this model's device and dtype."""

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solutions.kernels.module import Module
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -55,7 +57,7 @@ def rms_norm(
     return y.to(x.dtype)
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(Module):
     """`layer_norm` with a learned `weight` (ones) and optional `bias` (zeros).
 
     `fused=True` (the default) runs `F.layer_norm`, the same function in one pass over memory
@@ -64,27 +66,27 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True, fused: bool = True):
         super().__init__()
-        self.eps, self.fused = eps, fused
+        self.eps, self.fused, self.normalized_shape = eps, fused, (d_model,)
         self.weight = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(Module):
     """`rms_norm` with a learned `weight` (ones); `fused` as in `LayerNorm`, with `F.rms_norm`."""
 
     def __init__(self, d_model: int, eps: float = 1e-5, fused: bool = True) -> None:
         super().__init__()
-        self.eps, self.fused = eps, fused
+        self.eps, self.fused, self.normalized_shape = eps, fused, (d_model,)
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
         return rms_norm(x, self.weight, self.eps)
 
 

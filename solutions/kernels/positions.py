@@ -33,7 +33,8 @@ import math
 from typing import Literal
 
 import torch
-from torch import nn
+
+from solutions.kernels.module import Module
 
 RopeLayout = Literal["interleaved", "half"]
 ROPE_LAYOUTS = ("interleaved", "half")
@@ -278,7 +279,7 @@ def alibi_bias(
     return alibi_bias_from_positions(n_heads, q_pos, k_pos, dtype=dtype)
 
 
-class SinusoidalPositionalEncoding(nn.Module):
+class SinusoidalPositionalEncoding(Module):
     """Adds `sinusoidal_table` rows to `(batch, seq, d_model)` inputs (a buffer, no weights)."""
 
     def __init__(self, d_model: int, max_len: int, theta: float = 10000.0) -> None:
@@ -291,7 +292,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.table[positions].to(x.dtype)
 
 
-class RotaryEmbedding(nn.Module):
+class RotaryEmbedding(Module):
     """`apply_rope` with a fixed head dimension, theta and layout (no weights)."""
 
     def __init__(
