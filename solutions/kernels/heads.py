@@ -369,7 +369,9 @@ class MultiHeadAttention(Module):
         if rope is None:
             q, k = heads[:, :H], heads[:, H : H + H_kv]
         else:  # queries and keys sit side by side: rotate them in one go
-            cos, sin = _rope_tables(rope)
+            cos, sin = rope
+            if cos.dim() == 3:  # per-sequence tables (batch, T, d/2): add the heads axis
+                cos, sin = cos[:, None], sin[:, None]
             qk = rotate(heads[:, : H + H_kv], cos, sin, self.rope_layout)
             q, k = qk.split_with_sizes([H, H_kv], dim=1)
         v = heads[:, H + H_kv :]

@@ -21,43 +21,45 @@ from torch import nn
 
 
 class _Registered:
-    """Reads `name` from an nn.Module's parameter, submodule or buffer dict."""
+    """Reads `name` from the nn.Module dict it was registered in (or, if it moved, any of them)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, store: str) -> None:
+        self.name, self.store = name, store
 
     def __get__(self, obj, owner=None):
         if obj is None:
             return self
-        d = obj.__dict__
-        name = self.name
-        for store in (d["_parameters"], d["_modules"], d["_buffers"]):
-            if name in store:
-                return store[name]
-        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
+        try:
+            return obj.__dict__[self.store][self.name]
+        except KeyError:
+            d = obj.__dict__
+            for store in (d["_parameters"], d["_modules"], d["_buffers"]):
+                if self.name in store:
+                    return store[self.name]
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}")
 
 
 class Module(nn.Module):
     """`nn.Module` with fast reads of registered names (see the module docstring)."""
 
-    def _expose(self, name: str) -> None:
+    def _expose(self, name: str, store: str) -> None:
         cls = type(self)
-        if not isinstance(cls.__dict__.get(name), _Registered) and not hasattr(cls, name):
-            setattr(cls, name, _Registered(name))
+        if not hasattr(cls, name):
+            setattr(cls, name, _Registered(name, store))
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
-        d = self.__dict__
-        if name in d.get("_modules", ()) or name in d.get("_buffers", ()):
-            self._expose(name)
+        for store in ("_modules", "_buffers"):
+            if name in self.__dict__.get(store, ()):
+                self._expose(name, store)
 
     def register_parameter(self, name: str, param) -> None:
         super().register_parameter(name, param)
-        self._expose(name)
+        self._expose(name, "_parameters")
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         super().register_buffer(name, tensor, persistent)
-        self._expose(name)
+        self._expose(name, "_buffers")
 
 
 class Linear(Module, nn.Linear):

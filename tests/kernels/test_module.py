@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from course.lm.config import ModelConfig
+from solutions.kernels.model import TransformerLM
 from solutions.kernels.module import Linear, Module
 from solutions.kernels.norms import LayerNorm
-from solutions.kernels.model import TransformerLM
 
 
 class Pair(Module):
