@@ -286,7 +286,11 @@ class TransformerBlock(Module):
             h, rope=rope, attn_mask=attn_mask, attn_bias=attn_bias, cache=cache, layer=layer
         )
         if self.pre_norm:
-            x = x + self.dropout(h)
-            return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.dropout(h))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+            x = x + self._drop(h)
+            return x + self._drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self._drop(h))
+        return self.norm2(x + self._drop(self.ffn(x)))
+
+    def _drop(self, h: torch.Tensor) -> torch.Tensor:
+        """Residual dropout, in training only (evaluation skips even reading the module)."""
+        return self.dropout(h) if self.training else h

@@ -119,4 +119,3 @@ def step_times(model, past: int, *, calls: int = 20, rounds: int = 40) -> dict:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-

@@ -126,7 +126,21 @@ def grouped_query_attention(
     if backend == "sdpa":
         if return_weights:
             raise ValueError("the 'sdpa' backend does not return attention weights")
-        return _sdpa(q, k, v, attn_mask, attn_bias, is_causal, scale, dropout_p)
+        if attn_bias is not None:
+            # SDPA takes one mask; a float one is added to the scores: fold the boolean one in.
+            fill = float("-inf")
+            bias = attn_bias if attn_mask is None else attn_bias.masked_fill(~attn_mask, fill)
+            attn_mask = bias.to(q.dtype)
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=n_heads != n_kv_heads,
+        )
     if backend != "reference":
         raise ValueError(f"backend must be 'reference' or 'sdpa', got {backend!r}")
     n_rep = n_heads // n_kv_heads
@@ -172,24 +186,6 @@ def _fold_group(n_kv_heads: int, n_rep: int, q_len: int):
 def _unfold_group(n_rep: int, q_len: int):
     """`(..., n_kv_heads, n_rep * q_len, last)` -> `(..., n_heads, q_len, last)`."""
     return lambda t: t.unflatten(-2, (n_rep, q_len)).flatten(-4, -3)
-
-
-def _sdpa(q, k, v, attn_mask, attn_bias, is_causal, scale, dropout_p) -> torch.Tensor:
-    mask = attn_mask
-    if attn_bias is not None:
-        # SDPA takes one mask; a float mask is added to the scores, so fold the boolean one in.
-        mask = attn_bias if attn_mask is None else attn_bias.masked_fill(~attn_mask, float("-inf"))
-        mask = mask.to(q.dtype)
-    return F.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        attn_mask=mask,
-        dropout_p=dropout_p,
-        is_causal=is_causal,
-        scale=scale,
-        enable_gqa=q.shape[-3] != k.shape[-3],
-    )
 
 
 def _rope_tables(rope: Rope) -> Rope:
