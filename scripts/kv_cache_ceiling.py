@@ -4,7 +4,7 @@
 step of that model is ~1 MFLOP of arithmetic spread over ~100 kernel calls, so its time is the
 calls' fixed cost, not arithmetic. This script times, with the same weights and in one process:
 
-- the hand-flattened one-token step of `solutions.kernels.decode_floor`: no modules, no checks;
+- the hand-flattened one-token step of `solutions/kernels/decode_floor.py`: no modules, no checks;
 - the reference model's own cached step (the two alternate, and each keeps its best round);
 - a full forward pass over 272 tokens (the mean length while generating 512 tokens after a
   16-token prompt), which is what each step costs without the cache.
@@ -23,8 +23,8 @@ import time
 
 import torch
 
+from course.lm.bench import FLOOR_TARGET, cached_step_times
 from course.lm.presets import get_preset
-from solutions.kernels.decode_floor import FLOOR_TARGET, step_times
 from solutions.kernels.model import TransformerLM
 
 PROMPT, NEW = 16, 512
@@ -52,7 +52,7 @@ def main() -> None:
     preset = get_preset(args.preset)
     config = dataclasses.replace(preset.model, context_length=PROMPT + NEW)
     model = TransformerLM(config, seed=0).eval()
-    steps = step_times(model, MEAN_LENGTH - 1)
+    steps = cached_step_times(model, MEAN_LENGTH - 1)
     full = torch.randint(256, (1, MEAN_LENGTH))
     full_us = best_time_us(lambda: model(full), 10)
     flat_us, model_us = 1e6 * steps["floor_s"], 1e6 * steps["model_s"]

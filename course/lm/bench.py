@@ -3,8 +3,9 @@
 1. training tokens/s: the written-out ("reference") attention against PyTorch's fused SDPA
    kernel, and on CUDA also eager against torch.compile and float32 against bf16 autocast;
 2. generation tokens/s with and without the KV cache (16-token prompt, 512 new tokens) for the
-   `cpu` preset's model and the `gpu` preset's, side by side, and, for the reference model, its
-   cached step against the hand-flattened floor of `solutions.kernels.decode_floor`;
+   `cpu` preset's model and the `gpu` preset's, side by side, and, for a model that offers a
+   hand-flattened twin of its cached step (`decode_floor`, as the reference model does), the
+   cached step's time against the twin's;
 3. peak memory of one forward pass at sequence length 2048, reference against SDPA;
 4. wall time to a validation loss on Tiny Shakespeare (path from $BENCH_CORPUS or --corpus).
 
@@ -149,16 +150,54 @@ def generation_speed(
 
 
 def _floor_ratio(model, past: int) -> dict:
-    """The model's cached step against the hand-flattened floor, when the model is the reference
-    one (the floor is written against its weights), else nothing."""
-    if type(model).__module__ != "solutions.kernels.model":
-        return {"floor_note": "only for the reference model"}
-    from solutions.kernels.decode_floor import step_times
-
+    """`cached_step_times` for a model that offers `decode_floor`, else a note why not."""
+    if not callable(getattr(model, "decode_floor", None)):
+        return {"floor_note": "the model has no decode_floor"}
     try:
-        return step_times(model, past)
+        return cached_step_times(model, past)
     except ValueError as exc:
         return {"floor_note": str(exc)}
+
+
+@torch.inference_mode()
+def cached_step_times(model, past: int, *, calls: int = 20, rounds: int = 40) -> dict:
+    """Seconds per cached one-token step after `past` cached positions: the model's own, and
+    that of its hand-flattened twin `model.decode_floor(max_len)` (an optional hook: the same
+    arithmetic with no modules and no checks), each the best of `rounds` alternating rounds of
+    `calls` steps (the best round is the one least disturbed by other work on the machine).
+
+    The floor is first checked to give the model's logits. Returns `{"model_s", "floor_s",
+    "ratio"}`; raises ValueError if the model's `decode_floor` refuses its architecture and
+    AssertionError if the floor disagrees with the model.
+    """
+    model = model.eval()
+    device = next(model.parameters()).device
+    max_len = past + 1
+    floor = model.decode_floor(max_len)
+    tokens = torch.randint(model.config.vocab_size, (1, max_len), device=device)
+    for pos in range(max_len):
+        logits = floor(tokens[:, pos : pos + 1], pos)
+    cache = model.new_cache(1, max_len)
+    model(tokens[:, :past], cache=cache)
+    expected = model(tokens[:, past:], cache=cache)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    token = tokens[:, past:]
+
+    def model_step():
+        cache.length = past
+        model(token, cache=cache)
+
+    runs = {"model_s": model_step, "floor_s": lambda: floor(token, past)}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run()
+            synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - t0) / calls)
+    return {**best, "ratio": best["model_s"] / best["floor_s"]}
 
 
 def _memory_probe_code(model_spec: str, config: dict, attention: str) -> str:

@@ -3,8 +3,9 @@
 A cached step of a small model is a few MFLOP spread over ~100 kernel calls, so its time is the
 calls' fixed cost and the Python around them, not arithmetic. `flattened_step` is one token's
 step over a `TransformerLM`'s own weights written as the fewest eager kernels: no modules, no
-argument checks, no helper functions. `step_times` times it against the model's cached step; the
-ratio says what the module structure costs (`make bench` prints it; target <= 1.3x).
+argument checks, no helper functions. The model offers it as `TransformerLM.decode_floor`, and
+`make bench` (`course.lm.bench.cached_step_times`) times it against the model's cached step: the
+ratio says what the module structure costs (target <= 1.3x).
 
 It covers the presets' architecture (pre-LN, RMSNorm, SwiGLU, interleaved RoPE, no biases,
 n_kv_heads == n_heads) and raises ValueError for anything else.
@@ -12,13 +13,10 @@ n_kv_heads == n_heads) and raises ValueError for anything else.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-FLOOR_TARGET = 1.3  # the model's cached step should take at most this many floors
 
 
 def check_flattenable(model) -> None:
@@ -38,14 +36,17 @@ def check_flattenable(model) -> None:
         raise ValueError(f"the flattened step covers the presets' architecture, not {other}")
 
 
-def flattened_step(
-    model, keys: list[torch.Tensor], values: list[torch.Tensor]
-) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def flattened_step(model, max_len: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """`step(token, pos) -> logits (1, 1, vocab)`: the model's cached step for one token
-    `(1, 1)` at position `pos`, reading and writing `keys`/`values` `(1, n_heads, max_len,
-    head_dim)` per layer. Raises ValueError for an architecture it does not cover."""
+    `(1, 1)` at position `pos < max_len`, with its own keys and values `(1, n_heads, max_len,
+    head_dim)` per layer (positions before `pos` must have been stepped through first).
+    Raises ValueError for an architecture it does not cover."""
     check_flattenable(model)
     c = model.config
+    like = model.tok_emb.weight
+    shape = (1, c.n_heads, max_len, c.head_dim)
+    keys = [like.new_zeros(shape) for _ in model.blocks]
+    values = [like.new_zeros(shape) for _ in model.blocks]
     H, hd, D, eps = c.n_heads, c.head_dim, c.d_model, c.norm_eps
     layers = [
         (b.norm1.weight, b.attn.W_qkv.weight, b.attn.W_o.weight, b.norm2.weight)
@@ -70,52 +71,3 @@ def flattened_step(
         return F.linear(F.rms_norm(x, (D,), norm_f, eps), head)
 
     return step
-
-
-@torch.inference_mode()
-def step_times(model, past: int, *, calls: int = 20, rounds: int = 40) -> dict:
-    """Seconds per cached one-token step after `past` cached positions: the model's and the
-    flattened floor's, each the best of `rounds` alternating rounds of `calls` steps (the best
-    round is the one least disturbed by other work on the machine). Both read and write caches of
-    the same shape; the floor is first checked to give the model's logits.
-
-    Returns `{"model_s", "floor_s", "ratio"}`. Raises ValueError for an architecture
-    `flattened_step` does not cover, AssertionError if it disagrees with the model.
-    """
-    model = model.eval()
-    c, device = model.config, model.tok_emb.weight.device
-    max_len = past + 1
-    shape = (1, c.n_heads, max_len, c.head_dim)
-    dtype = model.tok_emb.weight.dtype
-    keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in model.blocks]
-    values = [torch.zeros(shape, device=device, dtype=dtype) for _ in model.blocks]
-    floor = flattened_step(model, keys, values)
-    tokens = torch.randint(c.vocab_size, (1, max_len), device=device)
-    for pos in range(max_len):
-        logits = floor(tokens[:, pos : pos + 1], pos)
-    cache = model.new_cache(1, max_len)
-    model(tokens[:, :past], cache=cache)
-    expected = model(tokens[:, past:], cache=cache)
-    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
-    token = tokens[:, past:]
-
-    def model_step():
-        cache.length = past
-        model(token, cache=cache)
-
-    runs = {"model_s": model_step, "floor_s": lambda: floor(token, past)}
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(rounds):
-        for name, run in runs.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                run()
-            _sync(device)
-            best[name] = min(best[name], (time.perf_counter() - t0) / calls)
-    return {**best, "ratio": best["model_s"] / best["floor_s"]}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

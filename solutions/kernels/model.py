@@ -23,6 +23,7 @@ from course.lm.config import ModelConfig
 from course.lm.sample import generate as harness_generate
 from course.lm.sample import next_token
 from solutions.kernels.blocks import Dropout, TransformerBlock
+from solutions.kernels.decode_floor import flattened_step
 from solutions.kernels.kv_cache import KVCache
 from solutions.kernels.module import Embedding, Linear, Module
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
@@ -200,6 +201,12 @@ class TransformerLM(Module):
             dtype=p.dtype,
             device=p.device,
         )
+
+    def decode_floor(self, max_len: int):
+        """The hand-flattened twin of a cached one-token step, for benchmarks only:
+        `solutions.kernels.decode_floor.flattened_step` over this model's weights. Raises
+        ValueError for an architecture it does not cover."""
+        return flattened_step(self, max_len)
 
     def generate(
         self,

@@ -189,3 +189,14 @@ def test_bytes_per_token_for_real_model_configs():
     assert kv_cache_bytes_per_token(32, 32, 128) == 2 * 32 * 32 * 128 * 2
     mha, gqa = MODEL_CONFIGS["llama-2-7b"], MODEL_CONFIGS["mistral-7b"]
     assert mha.bytes_per_token() == 4 * gqa.bytes_per_token()  # 32 kv heads against 8
+
+
+def test_the_flattened_floor_computes_what_the_model_computes():
+    model = tiny_lm("rope")
+    floor = model.decode_floor(12)
+    idx = torch.randint(0, 61, (1, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        steps = torch.cat([floor(idx[:, t : t + 1], t) for t in range(12)], dim=1)
+        torch.testing.assert_close(steps, model(idx), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="presets' architecture"):
+        tiny_lm("learned").decode_floor(12)

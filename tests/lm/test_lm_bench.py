@@ -27,7 +27,7 @@ def test_bench_runs_all_sections_and_writes_json(tmp_path, monkeypatch, capsys):
     assert all(r["tokens_per_s"] > 0 for r in results["train"])
     (row,) = results["generate"]  # cpu-tiny alone; cpu and gpu show each other too
     assert row["cached_tokens_per_s"] > 0 and row["recompute_tokens_per_s"] > 0
-    assert row["floor_note"] == "only for the reference model"
+    assert row["floor_note"] == "the model has no decode_floor"
     ref, sdpa = results["memory"]
     # Written-out attention materialises (heads, 2048, 2048) float32 scores: 32 MiB for 2 heads.
     assert ref["peak_bytes"] > 16 * 2**20
