@@ -11,16 +11,30 @@ The command line is `python -m course.lm train|sample|bench --help`.
 from course.lm.config import ModelConfig
 from course.lm.corpus import Corpus, load_corpus
 from course.lm.device import pick_device
-from course.lm.errors import CheckpointError, CorpusError, LMError
+from course.lm.errors import (
+    CheckpointError,
+    CorpusError,
+    LMError,
+    SamplingError,
+    TrainingDiverged,
+)
 from course.lm.presets import PRESETS, TrainConfig, get_preset
 from course.lm.protocol import InterfaceError, check_model_interface
 from course.lm.report import loss_figure
-from course.lm.sample import filter_logits, generate, next_token, sample_text
+from course.lm.sample import (
+    check_sampling_options,
+    filter_logits,
+    generate,
+    next_token,
+    sample_text,
+)
 from course.lm.tokenizer import ByteTokenizer
 from course.lm.train import StopTraining, TrainResult, evaluate, train
 
 __all__ = [
     "PRESETS",
+    "SamplingError",
+    "TrainingDiverged",
     "ByteTokenizer",
     "CheckpointError",
     "Corpus",
@@ -32,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "check_model_interface",
+    "check_sampling_options",
     "evaluate",
     "filter_logits",
     "generate",

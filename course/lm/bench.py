@@ -2,7 +2,10 @@
 
 1. training tokens/s: the written-out ("reference") attention against PyTorch's fused SDPA
    kernel, and on CUDA also eager against torch.compile and float32 against bf16 autocast;
-2. generation tokens/s with and without the KV cache (16-token prompt, 512 new tokens);
+2. generation tokens/s with and without the KV cache (16-token prompt, 512 new tokens) for the
+   `cpu` preset's model and the `gpu` preset's, side by side, and, for a model that offers a
+   hand-flattened twin of its cached step (`decode_floor`, as the reference model does), the
+   cached step's time against the twin's;
 3. peak memory of one forward pass at sequence length 2048, reference against SDPA;
 4. wall time to a validation loss on Tiny Shakespeare (path from $BENCH_CORPUS or --corpus).
 
@@ -45,6 +48,7 @@ from course.lm.train import lm_loss, make_optimizer, train
 # Time-to-loss targets: (validation loss, seconds) per preset, on Tiny Shakespeare.
 LOSS_TARGETS = {"cpu": (1.88, 37.0), "gpu": (1.47, 60.0), "cpu-tiny": (2.5, 60.0)}
 KV_CACHE_TARGET = 10.0  # generation speed-up from the cache, cpu preset model, 512 new tokens
+FLOOR_TARGET = 1.3  # the reference model's cached step over the hand-flattened floor
 SECTIONS = ("train", "generate", "memory", "loss")
 PROMPT_TOKENS, NEW_TOKENS, MEMORY_SEQ_LEN = 16, 512, 2048
 
@@ -109,7 +113,7 @@ def train_throughput(
 
 def generation_speed(
     model_cls, preset: TrainConfig, device, preset_name: str = "", repeats: int = 3
-) -> list[dict]:
+) -> dict:
     """Tokens/s generating NEW_TOKENS after a PROMPT_TOKENS prompt, with and without the cache.
 
     The preset's model gets a context of prompt + new tokens, so neither path slides its window:
@@ -134,16 +138,66 @@ def generation_speed(
             generate(model, prompt, NEW_TOKENS, temperature=1.0, seed=0, use_cache=use_cache)
             synchronize(device)
             times[use_cache].append(time.perf_counter() - t0)
-    return [
-        {
-            "preset": preset_name,
-            "n_params": n_params,
-            "kv_cache": use_cache,
-            "tokens_per_s": NEW_TOKENS / min(times[use_cache]),
-            "runs": len(times[use_cache]),
-        }
-        for use_cache in modes
-    ]
+    row = {
+        "preset": preset_name,
+        "n_params": n_params,
+        "cached_tokens_per_s": NEW_TOKENS / min(times[True]) if True in times else None,
+        "recompute_tokens_per_s": NEW_TOKENS / min(times[False]),
+        "runs": len(times[False]),
+    }
+    row.update(_floor_ratio(model, PROMPT_TOKENS + NEW_TOKENS // 2 - 1))
+    return row
+
+
+def _floor_ratio(model, past: int) -> dict:
+    """`cached_step_times` for a model that offers `decode_floor`, else a note why not."""
+    if not callable(getattr(model, "decode_floor", None)):
+        return {"floor_note": "the model has no decode_floor"}
+    try:
+        return cached_step_times(model, past)
+    except ValueError as exc:
+        return {"floor_note": str(exc)}
+
+
+@torch.inference_mode()
+def cached_step_times(model, past: int, *, calls: int = 20, rounds: int = 40) -> dict:
+    """Seconds per cached one-token step after `past` cached positions: the model's own, and
+    that of its hand-flattened twin `model.decode_floor(max_len)` (an optional hook: the same
+    arithmetic with no modules and no checks), each the best of `rounds` alternating rounds of
+    `calls` steps (the best round is the one least disturbed by other work on the machine).
+
+    The floor is first checked to give the model's logits. Returns `{"model_s", "floor_s",
+    "ratio"}`; raises ValueError if the model's `decode_floor` refuses its architecture and
+    AssertionError if the floor disagrees with the model.
+    """
+    model = model.eval()
+    device = next(model.parameters()).device
+    max_len = past + 1
+    floor = model.decode_floor(max_len)
+    tokens = torch.randint(model.config.vocab_size, (1, max_len), device=device)
+    for pos in range(max_len):
+        logits = floor(tokens[:, pos : pos + 1], pos)
+    cache = model.new_cache(1, max_len)
+    model(tokens[:, :past], cache=cache)
+    expected = model(tokens[:, past:], cache=cache)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    token = tokens[:, past:]
+
+    def model_step():
+        cache.length = past
+        model(token, cache=cache)
+
+    runs = {"model_s": model_step, "floor_s": lambda: floor(token, past)}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run()
+            synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - t0) / calls)
+    return {**best, "ratio": best["model_s"] / best["floor_s"]}
 
 
 def _memory_probe_code(model_spec: str, config: dict, attention: str) -> str:
@@ -296,13 +350,15 @@ def run_bench(
         ]
         _print_train(results["train"])
     if "generate" in sections:
-        results["generate"] = []
-        # On a CPU, also the GPU preset's larger model: the cache saves more, the larger the
-        # model, because a cached step there is more arithmetic and less per-op overhead.
-        for name in [preset_name] + (["gpu"] if preset_name == "cpu" else []):
-            rows = generation_speed(model_cls, get_preset(name), device, name)
-            results["generate"] += rows
-            _print_generate(rows)
+        # Both presets' models on whatever device: the cache saves more, the larger the model,
+        # because a cached step there is more arithmetic and less per-op overhead.
+        names = [preset_name]
+        if preset_name in ("cpu", "gpu"):
+            names += [n for n in ("cpu", "gpu") if n != preset_name]
+        results["generate"] = [
+            generation_speed(model_cls, get_preset(name), device, name) for name in names
+        ]
+        _print_generate(results["generate"])
     if "memory" in sections:
         results["memory"] = [
             forward_memory(model_spec, model_cls, config, device, a) for a in ("reference", "sdpa")
@@ -351,21 +407,43 @@ def _print_train(rows: list[dict]) -> None:
 
 
 def _print_generate(rows: list[dict]) -> None:
-    r = rows[0]
     print(
-        f"\n2. generation, {r['preset']} preset model ({r['n_params'] / 1e6:.2f} M parameters), "
-        f"batch 1, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens"
+        f"\n2. generation, batch 1, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens "
+        f"(KV-cache speed-up target >= {KV_CACHE_TARGET:.0f}x for the cpu preset; cached step "
+        f"target <= {FLOOR_TARGET}x the hand-flattened floor)"
+    )
+    print(
+        f"   {'model':<11} {'params':>8} {'cached':>10} {'recompute':>10} {'speed-up':>9}"
+        f" {'cached step':>12} {'floor step':>11} {'step/floor':>11}"
     )
     for r in rows:
-        label = "with KV cache" if r["kv_cache"] else "full recompute"
-        print(f"   {label:<15} {r['tokens_per_s']:>10,.0f} tokens/s")
-    if len(rows) == 2:
-        speedup = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
-        target = ""
-        if rows[0]["preset"] == "cpu":
-            verdict = "met" if speedup >= KV_CACHE_TARGET else "not met"
-            target = f"  (target >= {KV_CACHE_TARGET:.0f}x: {verdict})"
-        print(f"   speed-up        {speedup:>10.1f}x{target}")
+        cached = r["cached_tokens_per_s"]
+        speedup = f"{cached / r['recompute_tokens_per_s']:.1f}x" if cached else "n/a"
+        line = (
+            f"   {r['preset'] + ' preset':<11} {r['n_params'] / 1e6:>7.2f}M "
+            f"{_tok_s(cached):>10} {_tok_s(r['recompute_tokens_per_s']):>10} {speedup:>9}"
+        )
+        if "ratio" in r:
+            line += (
+                f" {1e6 * r['model_s']:>9.0f} us {1e6 * r['floor_s']:>8.0f} us {r['ratio']:>10.2f}x"
+            )
+        else:
+            line += f"  (floor: {r.get('floor_note', 'n/a')})"
+        print(line)
+    cpu = next((r for r in rows if r["preset"] == "cpu" and r["cached_tokens_per_s"]), None)
+    if cpu is not None:
+        speedup = cpu["cached_tokens_per_s"] / cpu["recompute_tokens_per_s"]
+        verdicts = [
+            f"speed-up {speedup:.1f}x: {'met' if speedup >= KV_CACHE_TARGET else 'not met'}"
+        ]
+        if "ratio" in cpu:
+            met = "met" if cpu["ratio"] <= FLOOR_TARGET else "not met"
+            verdicts.append(f"step/floor {cpu['ratio']:.2f}x: {met}")
+        print(f"   cpu preset targets: {'; '.join(verdicts)}")
+
+
+def _tok_s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}/s"
 
 
 def _print_memory(rows: list[dict]) -> None:

@@ -40,7 +40,8 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read and validate a checkpoint, or raise CheckpointError with a one-line reason."""
+    """Read and validate a checkpoint, or raise CheckpointError with a one-line reason: missing,
+    corrupt, not ours, incomplete, a bad model config, or weights that are not finite."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -59,7 +60,21 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         ckpt["model_config"] = ModelConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} has a bad model config: {exc}") from exc
+    _check_finite_weights(ckpt["model"], path)
     return ckpt
+
+
+def _check_finite_weights(state: dict, path: Path) -> None:
+    """A checkpoint of nan or inf weights can only produce garbage: refuse it by name."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete (its 'model' is not a state dict)")
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(
+                    f"checkpoint {path} holds non-finite weights ({name} has nan or inf): the "
+                    f"run that saved it had diverged; use an earlier checkpoint"
+                )
 
 
 def load_weights(

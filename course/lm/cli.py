@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from course.lm.errors import LMError
+from course.lm.errors import LMError, SamplingError
 from course.lm.protocol import InterfaceError
 
 EXIT_USAGE = 2
@@ -36,6 +36,7 @@ def _add_train(sub) -> None:
     p.add_argument("--corpus", default="stdlib", help="stdlib (default), shakespeare, or a path")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"run directory (default {DEFAULT_OUT})")
     p.add_argument("--steps", type=int, help="override the preset's number of steps")
+    p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     p.add_argument("--resume", help="continue from this checkpoint")
     p.add_argument(
         "--compile",
@@ -114,6 +115,7 @@ def cmd_train(args) -> int:
         "target_val_loss": args.target_loss,
         "seed": args.seed,
         "num_threads": args.threads,
+        "lr": args.lr,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -144,8 +146,13 @@ def cmd_sample(args) -> int:
     from course.lm.device import pick_device
     from course.lm.models import load_model_class
     from course.lm.protocol import check_model_interface
-    from course.lm.sample import sample_text
+    from course.lm.sample import check_sampling_options, sample_text
 
+    if args.tokens < 0:
+        raise SamplingError(f"--tokens must be >= 0, got {args.tokens}")
+    # Options first: a typo should not wait for a checkpoint to load.
+    flags = ("--temperature", "--top-k", "--top-p")
+    check_sampling_options(args.temperature, args.top_k, args.top_p, names=flags)
     ckpt = load_checkpoint(args.checkpoint)
     model_cls = load_model_class(args.model or ckpt.get("model_class"))
     model = check_model_interface(model_cls, ckpt["model_config"])

@@ -21,3 +21,12 @@ class PresetError(LMError):
 
 class ModelSpecError(LMError):
     pass
+
+
+class SamplingError(LMError, ValueError):
+    """A sampling option out of range (a ValueError for Python callers, one line on the CLI)."""
+
+
+class TrainingDiverged(LMError):  # noqa: N818 - names what happened, like StopTraining
+    """Training met a non-finite loss, gradient, weight or validation loss and stopped; the last
+    checkpoint it saved (if any) is the last good one."""

@@ -9,6 +9,7 @@ for one modern GPU with bf16 and torch.compile.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -39,6 +40,18 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads on CPU; None leaves PyTorch's choice
     target_val_loss: float | None = None  # stop as soon as validation reaches this
     first_eval_step: int = 0  # skip evaluations before this step (they cannot hit the target)
+
+    def check(self) -> None:
+        """Raise PresetError (one line) for a setting that cannot train: a learning rate that is
+        not a finite positive number, fewer than one step or sequence, a negative clip."""
+        positive = {"lr": self.lr, "batch_size": self.batch_size, "steps": self.steps}
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise PresetError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("min_lr", "grad_clip", "weight_decay", "warmup_steps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise PresetError(f"{name} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -9,6 +9,9 @@ Any class works with `python -m course.lm --model MODULE:CLASS` when:
   `model(idx, cache=cache)` treats `idx` as the tokens that follow the cached ones, appends
   their keys and values, advances `cache.length`, and returns logits for those tokens only.
   A model without `new_cache` is sampled by recomputing the whole window every step.
+- optionally, for `bench` only, `model.decode_floor(max_len)` returns `step(token, pos) ->
+  logits`, the same one-token cached step written without modules or checks; `bench` then
+  prints how much slower the model's own cached step is (the reference model has one).
 """
 
 from __future__ import annotations

@@ -6,11 +6,17 @@
 One call builds the model (or takes yours), draws random windows from the corpus, and runs
 AdamW with warm-up + cosine decay, gradient clipping, bf16 autocast and torch.compile where the
 device supports them, periodic validation, checkpoints, and data parallelism under torchrun.
+
+A run that diverges (a loss, gradient norm, validation loss or weight that is nan or inf) stops
+with `TrainingDiverged` and saves nothing more, so the last checkpoint on disk stays the last
+good one. On a CPU every step is checked before its update; on a GPU the checks are read at log
+steps and before every save, so that the GPU never waits for the CPU to look at a number.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 import time
@@ -37,7 +43,7 @@ from course.lm.device import (
     resolve_precision,
     synchronize,
 )
-from course.lm.errors import CheckpointError, CorpusError
+from course.lm.errors import CheckpointError, CorpusError, TrainingDiverged
 from course.lm.presets import TrainConfig, default_preset_name, get_preset
 from course.lm.protocol import check_model_interface
 from course.lm.report import save_json, save_loss_plot
@@ -163,6 +169,7 @@ class Trainer:
         if config is None and ckpt is not None and "train_config" in ckpt:
             config = TrainConfig.from_dict(ckpt["train_config"])
         self.config = resolve_config(config, self.device)
+        self.config.check()
         if ckpt is not None:
             self.config.model = copy.deepcopy(ckpt["model_config"])
         self.corpus = load_corpus(corpus)
@@ -179,8 +186,13 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(self.config.seed + self.dist.rank)
         self.step, self.elapsed_before, self.history = 0, 0.0, []
         self.postfix: dict[str, str] = {}
+        # (step, tensor([loss, grad norm])) not yet looked at; see the module docstring.
+        self.unchecked: list[tuple[int, torch.Tensor]] = []
+        self.check_every_step = self.device.type == "cpu"
+        self.last_good: tuple[str, int] | None = None  # the checkpoint a divergence leaves
         if ckpt is not None:
             self._restore(ckpt, resume)
+            self.last_good = (str(resume), self.step)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         m = self.config.model
         self.flops_per_token = flops_per_token(
@@ -262,12 +274,50 @@ class Trainer:
         with autocast(self.device, self.dtype):
             loss = lm_loss(self.train_model, x, y)
         loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in params])
+        self.unchecked.append(
+            (self.step + 1, torch.stack([loss.detach().float(), grad_norm.float()]))
+        )
+        if self.check_every_step:
+            self.check_finite()  # before the update: the weights in memory stay good too
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss.detach()
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged at the first unchecked step whose loss or gradient norm is not
+        finite (one wait for the device, however many steps)."""
+        if not self.unchecked:
+            return
+        values = torch.stack([v for _, v in self.unchecked]).tolist()
+        steps = [step for step, _ in self.unchecked]
+        self.unchecked.clear()
+        for step, (loss, grad_norm) in zip(steps, values, strict=True):
+            if not math.isfinite(loss):
+                raise self.diverged(step, f"the training loss is {loss}")
+            if not math.isfinite(grad_norm):
+                raise self.diverged(step, f"the gradient norm is {grad_norm}")
+
+    def check_weights(self) -> None:
+        """Raise TrainingDiverged if any weight is nan or inf (checked before every save)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()])
+        if not bool(finite.all()):
+            raise self.diverged(self.step, "some weights are not finite")
+
+    def diverged(self, step: int, what: str) -> TrainingDiverged:
+        if self.last_good is None:
+            kept = "no checkpoint was saved"
+        else:
+            kept = f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]})"
+        return TrainingDiverged(
+            f"training diverged at step {step}: {what} (lr {self.config.lr:g}); stopped "
+            f"without saving, {kept}"
+        )
 
     def validate(self) -> float:
         cfg = self.config
@@ -303,6 +353,7 @@ class Trainer:
                 window_loss += self.train_step()
                 window_steps += 1
                 if self.step % cfg.log_interval == 0 or self.step == end:
+                    self.check_finite()
                     # .item() waits for the GPU, so only at log steps.
                     event = self._log_event(window_loss.item() / window_steps, start)
                     window_loss.zero_()
@@ -353,10 +404,18 @@ class Trainer:
 
     def _evaluate_and_save(self, result: TrainResult, start: float, bar) -> bool:
         """Validate (rank 0), save, and say whether every rank should stop now."""
-        stop = False
+        self.check_finite()
+        stop, bad_val = False, None
         if self.dist.is_main:
             synchronize(self.device)
             val = self.validate()
+            if not math.isfinite(val):
+                bad_val = val
+        # Only rank 0 validates; every rank must hear of a bad value before the collective save.
+        if distributed.broadcast_flag(self.dist, bad_val is not None, self.device):
+            what = "not finite" if bad_val is None else bad_val
+            raise self.diverged(self.step, f"the validation loss is {what}")
+        if self.dist.is_main:
             result.val_loss = val
             event = {"step": self.step, "val_loss": val, "elapsed_s": self._elapsed(start)}
             self._emit(event, bar)
@@ -400,6 +459,8 @@ class Trainer:
 
     def _save(self, result: TrainResult, start: float, gather: bool = True) -> None:
         # Every rank contributes its random state, so resuming under DDP continues each stream.
+        self.check_finite()
+        self.check_weights()
         own = self._rng_state()
         rng = distributed.gather_objects(self.dist, own) if gather else [own]
         if self.out_dir is None:
@@ -407,6 +468,7 @@ class Trainer:
         elapsed = self._elapsed(start)
         save_checkpoint(self.out_dir / "ckpt.pt", self.checkpoint_payload(elapsed, rng))
         save_json(self._log(result, elapsed), self.out_dir / "log.json")
+        self.last_good = (str(self.out_dir / "ckpt.pt"), self.step)
 
     def _log(self, result: TrainResult, elapsed: float) -> dict:
         return {

@@ -1,11 +1,12 @@
 """Scaled dot-product attention, written out as matmul -> softmax -> matmul.
 
-    Attention(Q, K, V) = softmax(Q K^T * scale + bias, masked) V,   scale = 1 / sqrt(head_dim)
+    Attention(Q, K, V) = softmax(Q K^T * scale + attn_bias, masked) V,   scale = 1 / sqrt(head_dim)
 
-Shapes: `q` is `(..., q_len, d)`, `k` is `(..., k_len, d)`, `v` is `(..., k_len, d_v)` with any
-number of leading batch dimensions (usually `(batch, heads)`); `q_len` and `k_len` may differ.
-The boolean `mask` (True = may attend) and the additive float `bias` broadcast to
-`(..., q_len, k_len)`.
+(Vaswani et al. 2017, section 3.2.1.) Shapes: `q` is `(..., q_len, d)`, `k` is `(..., k_len, d)`,
+`v` is `(..., k_len, d_v)` with any number of leading batch dimensions (usually `(batch,
+heads)`); `q_len` and `k_len` may differ. The boolean `mask` (True = may attend; lesson 02's
+name for it, `attn_mask` in the multi-head layers) and the additive float `attn_bias` (e.g. ALiBi)
+broadcast to `(..., q_len, k_len)`.
 
 A query whose mask allows no key at all has no defined softmax (every score is -inf, and
 -inf - (-inf) is NaN). Here such a row gets zero weights and a zero output, in every dtype, and
@@ -23,15 +24,18 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def attention_scores(
-    q: torch.Tensor, k: torch.Tensor, scale: float | None = None, bias: torch.Tensor | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: float | None = None,
+    attn_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`q @ k^T * scale (+ bias)`, shape `(..., q_len, k_len)`."""
+    """`q @ k^T * scale (+ attn_bias)`, shape `(..., q_len, k_len)`, in `q`'s dtype."""
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     # Scaling q (q_len x d) is cheaper than scaling the scores (q_len x k_len).
     scores = (q * scale) @ k.transpose(-2, -1)
-    if bias is not None:
-        scores = scores + bias
+    if attn_bias is not None:
+        scores = scores + attn_bias
     return scores
 
 
@@ -66,16 +70,17 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     return_weights: bool = False,
     *,
-    bias: torch.Tensor | None = None,
+    attn_bias: torch.Tensor | None = None,
     dropout_p: float = 0.0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale + bias, masked) @ v, and the weights if `return_weights`.
+    """softmax(q k^T * scale + attn_bias, masked) @ v `(..., q_len, d_v)`, and the weights
+    `(..., q_len, k_len)` if `return_weights`.
 
-    `mask` is boolean (True = may attend); `bias` is an additive float tensor (ALiBi) and must be
-    finite. `dropout_p` drops attention weights (using the global RNG, like `F.dropout`); the
-    returned weights are the ones before dropout.
+    `mask` is boolean (True = may attend; TypeError otherwise); `attn_bias` is an additive float
+    tensor (ALiBi) and must be finite. `dropout_p` drops attention weights (using the global
+    RNG, like `F.dropout`); the returned weights are the ones before dropout.
     """
-    weights = masked_softmax(attention_scores(q, k, scale, bias), mask)
+    weights = masked_softmax(attention_scores(q, k, scale, attn_bias), mask)
     dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
     out = dropped @ v
     return (out, weights) if return_weights else out

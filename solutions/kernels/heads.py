@@ -1,12 +1,33 @@
-"""Multi-head attention: splitting and merging heads, MHA / GQA / MQA, fused QKV, optional RoPE.
+"""Multi-head attention: splitting and merging heads, MHA / GQA / MQA, fused QKV, RoPE.
 
-Shapes: activations are `(batch, seq, d_model)`; inside attention `(batch, heads, seq, head_dim)`.
-Weights follow `nn.Linear`: `(d_out, d_in)` with `y = x @ W.T (+ b)`.
+One API in three forms, every argument named the same way in each:
 
-Grouped-query attention (GQA) gives `n_kv_heads` key/value heads to `n_heads` query heads
-(`n_heads % n_kv_heads == 0`): query head `h` uses key/value head `h // (n_heads // n_kv_heads)`,
-the same grouping as `repeat_kv` (and Llama). `n_kv_heads == n_heads` is plain multi-head
-attention, `n_kv_heads == 1` is multi-query attention (MQA).
+    multi_head_attention(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads, *, b_q, b_k, b_v, b_o, ...)
+    fused_multi_head_attention(x, W_qkv, W_o, n_heads, n_kv_heads, *, b_qkv, b_o, ...)
+    MultiHeadAttention(d_model, n_heads, n_kv_heads, *, bias, ...)(x, ...)
+
+and the keyword arguments `...` they share:
+
+    rope=(cos, sin)   RoPE tables for the positions of `x` (`positions.rope_cos_sin(positions,
+                      head_dim)`), or None for no rotation; `rope_layout` "interleaved" | "half"
+    attn_mask         boolean, True = may attend, broadcast to (batch, n_heads, q_len, k_len)
+    attn_bias         float, added to the scores (ALiBi: `positions.alibi_bias`), same broadcast
+    is_causal         True by default: a decoder's self-attention (False for an encoder)
+
+`bias` only ever means the linear layers' bias vectors (`b_q`... in the functions, a bool in the
+module, as in `nn.Linear`); the additive score bias is always `attn_bias`.
+
+Shapes: activations are `(batch, seq, d_model)`; inside attention `(batch, heads, seq,
+head_dim)`. Weights follow `nn.Linear`: `(d_out, d_in)` with `y = x @ W.T (+ b)`; `W_q` is
+`(n_heads * head_dim, d_model)`, `W_k` and `W_v` `(n_kv_heads * head_dim, d_model)`, `W_o`
+`(d_model, n_heads * head_dim)`, `W_qkv = cat([W_q, W_k, W_v])` (see `weights.py` for other
+layouts).
+
+Grouped-query attention (GQA, Ainslie et al. 2023) gives `n_kv_heads` key/value heads to
+`n_heads` query heads (`n_heads % n_kv_heads == 0`): query head `h` uses key/value head
+`h // (n_heads // n_kv_heads)` (`kv_head_index`), the grouping of `repeat_kv` and of Llama.
+`n_kv_heads == n_heads` is plain multi-head attention (Vaswani et al. 2017), `n_kv_heads == 1`
+multi-query attention (MQA, Shazeer 2019).
 """
 
 from __future__ import annotations
@@ -15,32 +36,52 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.masks import causal_mask, combine_masks
-from solutions.kernels.positions import RopeLayout, apply_rope, rotate
+from solutions.kernels.module import Linear, Module
+from solutions.kernels.positions import RopeLayout, check_rope_layout, rotate
 
 Backend = Literal["reference", "sdpa"]
+Rope = tuple[torch.Tensor, torch.Tensor]
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """`(..., seq, n_heads * head_dim)` -> `(..., n_heads, seq, head_dim)`, a view (no copy)."""
+    """`(..., seq, n_heads * head_dim)` -> `(..., n_heads, seq, head_dim)`, a view (no copy).
+
+    Head `h` owns features `h * head_dim .. (h + 1) * head_dim - 1`.
+    """
     return x.unflatten(-1, (n_heads, -1)).transpose(-3, -2)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """`(..., n_heads, seq, head_dim)` -> `(..., seq, n_heads * head_dim)`: undoes `split_heads`.
 
-    The transpose makes the tensor non-contiguous, so the final reshape copies it once.
+    The transpose makes the tensor non-contiguous, so the final flatten copies it once.
     """
     return x.transpose(-3, -2).flatten(-2)
+
+
+def kv_head_index(n_heads: int, n_kv_heads: int) -> torch.Tensor:
+    """`(n_heads,)` int64: the key/value head each query head reads, `h // (n_heads //
+    n_kv_heads)` (GQA's grouping of consecutive query heads, Ainslie et al. 2023).
+
+    Raises ValueError unless `n_kv_heads` divides `n_heads`.
+    """
+    _check_groups(n_heads, n_kv_heads)
+    return torch.arange(n_heads) // (n_heads // n_kv_heads)
+
+
+def _check_groups(n_heads: int, n_kv_heads: int) -> None:
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv_heads} key/value heads")
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """`(..., n_kv_heads, seq, d)` -> `(..., n_kv_heads * n_rep, seq, d)`, each head `n_rep` times.
 
-    Turns GQA keys/values into ordinary multi-head ones (head `h` gets kv head `h // n_rep`).
+    Turns GQA keys/values into ordinary multi-head ones: head `h` gets kv head `h // n_rep`,
+    i.e. `x[..., kv_head_index(n_kv_heads * n_rep, n_kv_heads), :, :]`.
     """
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=-3)
 
@@ -50,8 +91,8 @@ def grouped_query_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    attn_bias: torch.Tensor | None = None,
     is_causal: bool = False,
     scale: float | None = None,
     dropout_p: float = 0.0,
@@ -60,32 +101,52 @@ def grouped_query_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention of `q` `(..., n_heads, q_len, d)` over `k`, `v` `(..., n_kv_heads, k_len, d)`.
 
-    `mask` (bool, True = may attend) and `bias` (float, e.g. ALiBi) broadcast to
-    `(..., n_heads, q_len, k_len)`. `is_causal` adds a causal mask aligned to the bottom-right
-    corner: the queries are the last `q_len` of the `k_len` positions (what a KV cache needs).
-    `backend="reference"` runs the explicit kernel; `"sdpa"` calls
-    `F.scaled_dot_product_attention` (no weights returned; fully-masked rows give zeros there too).
+    The attention kernel under the multi-head layers, like `F.scaled_dot_product_attention`
+    (and like it not causal unless asked). `attn_mask` (bool, True = may attend) and `attn_bias`
+    (float, e.g. ALiBi) broadcast to `(..., n_heads, q_len, k_len)`. `is_causal` adds a causal
+    mask aligned to the bottom-right corner: the queries are the last `q_len` of the `k_len`
+    positions (what a KV cache needs). `backend="reference"` runs the explicit kernel; `"sdpa"`
+    calls `F.scaled_dot_product_attention` (no weights returned; fully-masked rows give zeros
+    there too). Returns `(..., n_heads, q_len, d)`, plus the weights `(..., n_heads, q_len,
+    k_len)` if `return_weights`. Raises ValueError for heads that do not group, an unknown
+    backend, or weights asked of "sdpa".
     """
     n_heads, n_kv_heads = q.shape[-3], k.shape[-3]
     if n_heads % n_kv_heads:
-        raise ValueError(f"{n_heads} query heads cannot share {n_kv_heads} key/value heads")
+        _check_groups(n_heads, n_kv_heads)
     q_len, k_len = q.shape[-2], k.shape[-2]
     if is_causal and q_len == 1:
         is_causal = False  # the one query is the last position: it may see every key
-    if is_causal and (q_len != k_len or mask is not None or bias is not None or backend != "sdpa"):
+    if is_causal and (
+        q_len != k_len or attn_mask is not None or attn_bias is not None or backend != "sdpa"
+    ):
         # SDPA's own is_causal aligns to the top-left corner, so it only serves square scores.
-        mask = combine_masks(mask, causal_mask(q_len, k_len - q_len, device=q.device))
+        attn_mask = combine_masks(attn_mask, causal_mask(q_len, k_len - q_len, device=q.device))
         is_causal = False
     if backend == "sdpa":
         if return_weights:
             raise ValueError("the 'sdpa' backend does not return attention weights")
-        return _sdpa(q, k, v, mask, bias, is_causal, scale, dropout_p)
+        if attn_bias is not None:
+            # SDPA takes one mask; a float one is added to the scores: fold the boolean one in.
+            fill = float("-inf")
+            bias = attn_bias if attn_mask is None else attn_bias.masked_fill(~attn_mask, fill)
+            attn_mask = bias.to(q.dtype)
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=n_heads != n_kv_heads,
+        )
     if backend != "reference":
         raise ValueError(f"backend must be 'reference' or 'sdpa', got {backend!r}")
     n_rep = n_heads // n_kv_heads
     if n_rep == 1:
         return scaled_dot_product_attention(
-            q, k, v, mask, scale, return_weights, bias=bias, dropout_p=dropout_p
+            q, k, v, attn_mask, scale, return_weights, attn_bias=attn_bias, dropout_p=dropout_p
         )
     # Fold the n_rep query heads that share a kv head into the query axis: one kv head then serves
     # n_rep * q_len queries, and k and v are used as they are, without copies.
@@ -94,10 +155,10 @@ def grouped_query_attention(
         fold(q),
         k,
         v,
-        fold(mask),
+        fold(attn_mask),
         scale,
         return_weights,
-        bias=fold(bias),
+        attn_bias=fold(attn_bias),
         dropout_p=dropout_p,
     )
     unfold = _unfold_group(n_rep, q_len)
@@ -127,33 +188,28 @@ def _unfold_group(n_rep: int, q_len: int):
     return lambda t: t.unflatten(-2, (n_rep, q_len)).flatten(-4, -3)
 
 
-def _sdpa(q, k, v, mask, bias, is_causal, scale, dropout_p) -> torch.Tensor:
-    attn_mask = mask
-    if bias is not None:
-        # SDPA takes one mask; a float mask is added to the scores, so fold the boolean one in.
-        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        attn_mask = attn_mask.to(q.dtype)
-    return F.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        attn_mask=attn_mask,
-        dropout_p=dropout_p,
-        is_causal=is_causal,
-        scale=scale,
-        enable_gqa=q.shape[-3] != k.shape[-3],
-    )
+def _rope_tables(rope: Rope) -> Rope:
+    """`(seq, d/2)` tables broadcast against `(batch, heads, seq, d/2)` as they are; batched
+    `(batch, seq, d/2)` ones need a heads axis."""
+    cos, sin = rope
+    if cos.dim() == 3:
+        return cos[:, None], sin[:, None]
+    return cos, sin
 
 
-def _project_out(result, W_o: torch.Tensor, b_o: torch.Tensor | None):
-    """Merge heads and apply the output projection, passing attention weights through."""
+def _attend(q, k, v, W_o, b_o, rope, rope_layout, attn_kwargs: dict):
+    """Rotate q and k, attend, merge heads and project: the part every entry point shares."""
+    if rope is not None:
+        cos, sin = _rope_tables(rope)
+        q, k = rotate(q, cos, sin, rope_layout), rotate(k, cos, sin, rope_layout)
+    result = grouped_query_attention(q, k, v, **attn_kwargs)
     if isinstance(result, tuple):
         out, weights = result
         return F.linear(merge_heads(out), W_o, b_o), weights
     return F.linear(merge_heads(result), W_o, b_o)
 
 
-def multi_head_self_attention(
+def multi_head_attention(
     x: torch.Tensor,
     W_q: torch.Tensor,
     W_k: torch.Tensor,
@@ -166,46 +222,51 @@ def multi_head_self_attention(
     b_k: torch.Tensor | None = None,
     b_v: torch.Tensor | None = None,
     b_o: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    rope: bool = False,
-    positions: torch.Tensor | None = None,
-    rope_theta: float = 10000.0,
+    rope: Rope | None = None,
     rope_layout: RopeLayout = "interleaved",
+    attn_mask: torch.Tensor | None = None,
+    attn_bias: torch.Tensor | None = None,
+    is_causal: bool = True,
+    dropout_p: float = 0.0,
     backend: Backend = "reference",
     return_weights: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Self-attention of `x` `(batch, seq, d_model)` with separate projection weights.
+    """Multi-head self-attention of `x` `(batch, seq, d_model)` with separate projections
+    (Vaswani et al. 2017, section 3.2.2; GQA when `n_kv_heads < n_heads`).
 
-    `W_q` is `(n_heads * head_dim, d_model)`, `W_k` and `W_v` are `(n_kv_heads * head_dim, d_model)`
-    (`n_kv_heads` defaults to what their shape says), `W_o` is `(d_model, n_heads * head_dim)`.
-    With `rope`, queries and keys (never values) are rotated at `positions` (default `arange`).
-    Returns `(batch, seq, d_model)`, plus the `(batch, n_heads, seq, seq)` weights on request.
+    Weights and the shared keyword arguments are described in the module docstring;
+    `n_kv_heads` defaults to what `W_k`'s shape says. Queries and keys (never values) are
+    rotated by `rope`. Returns `(batch, seq, d_model)`, plus the `(batch, n_heads, seq, seq)`
+    weights if `return_weights`. Raises ValueError as `grouped_query_attention` does.
     """
     head_dim = W_q.shape[0] // n_heads
     n_kv_heads = n_kv_heads or W_k.shape[0] // head_dim
     q = split_heads(F.linear(x, W_q, b_q), n_heads)
     k = split_heads(F.linear(x, W_k, b_k), n_kv_heads)
     v = split_heads(F.linear(x, W_v, b_v), n_kv_heads)
-    if rope:
-        q, k = (apply_rope(t, positions, theta=rope_theta, layout=rope_layout) for t in (q, k))
-    result = grouped_query_attention(
-        q, k, v, mask=mask, is_causal=is_causal, backend=backend, return_weights=return_weights
+    kwargs = dict(
+        attn_mask=attn_mask,
+        attn_bias=attn_bias,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        backend=backend,
+        return_weights=return_weights,
     )
-    return _project_out(result, W_o, b_o)
+    return _attend(q, k, v, W_o, b_o, rope, rope_layout, kwargs)
 
 
 def split_qkv(
     qkv: torch.Tensor, n_heads: int, n_kv_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cut a fused projection `(..., seq, (n_heads + 2 n_kv_heads) * head_dim)` into q, k, v."""
+    """Cut a fused projection `(..., seq, (n_heads + 2 n_kv_heads) * head_dim)` into q
+    `(..., n_heads, seq, head_dim)` and k, v `(..., n_kv_heads, seq, head_dim)` (views)."""
     head_dim = qkv.shape[-1] // (n_heads + 2 * n_kv_heads)
     sizes = [n_heads * head_dim, n_kv_heads * head_dim, n_kv_heads * head_dim]
     q, k, v = qkv.split(sizes, dim=-1)
     return split_heads(q, n_heads), split_heads(k, n_kv_heads), split_heads(v, n_kv_heads)
 
 
-def fused_multi_head_self_attention(
+def fused_multi_head_attention(
     x: torch.Tensor,
     W_qkv: torch.Tensor,
     W_o: torch.Tensor,
@@ -214,39 +275,49 @@ def fused_multi_head_self_attention(
     *,
     b_qkv: torch.Tensor | None = None,
     b_o: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    rope: bool = False,
-    positions: torch.Tensor | None = None,
-    rope_theta: float = 10000.0,
+    rope: Rope | None = None,
     rope_layout: RopeLayout = "interleaved",
+    attn_mask: torch.Tensor | None = None,
+    attn_bias: torch.Tensor | None = None,
+    is_causal: bool = True,
+    dropout_p: float = 0.0,
     backend: Backend = "reference",
     return_weights: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """`multi_head_self_attention` with one matmul for q, k and v: `W_qkv = cat([W_q, W_k, W_v])`.
+    """`multi_head_attention` with one matmul for q, k and v: `W_qkv = cat([W_q, W_k, W_v])`
+    `((n_heads + 2 n_kv_heads) * head_dim, d_model)`, `b_qkv = cat([b_q, b_k, b_v])`.
 
-    One `(d_model -> (n_heads + 2 n_kv_heads) * head_dim)` matmul reads `x` once instead of three
-    times, which is why real implementations fuse them. `n_kv_heads` defaults to what the
-    shapes say (`W_o` is `(d_model, n_heads * head_dim)`).
+    One matmul reads `x` once instead of three times, which is why real implementations fuse
+    them. `n_kv_heads` defaults to what the shapes say (`W_o` is `(d_model, n_heads *
+    head_dim)`). Same result, shapes and errors as `multi_head_attention`.
     """
     head_dim = W_o.shape[1] // n_heads
     n_kv_heads = n_kv_heads or (W_qkv.shape[0] // head_dim - n_heads) // 2
     q, k, v = split_qkv(F.linear(x, W_qkv, b_qkv), n_heads, n_kv_heads)
-    if rope:
-        q, k = (apply_rope(t, positions, theta=rope_theta, layout=rope_layout) for t in (q, k))
-    result = grouped_query_attention(
-        q, k, v, mask=mask, is_causal=is_causal, backend=backend, return_weights=return_weights
+    kwargs = dict(
+        attn_mask=attn_mask,
+        attn_bias=attn_bias,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        backend=backend,
+        return_weights=return_weights,
     )
-    return _project_out(result, W_o, b_o)
+    return _attend(q, k, v, W_o, b_o, rope, rope_layout, kwargs)
 
 
-class MultiHeadAttention(nn.Module):
-    """Fused-QKV multi-head self-attention (GQA when `n_kv_heads < n_heads`) as a module.
+class MultiHeadAttention(Module):
+    """`fused_multi_head_attention` as a module, with a KV cache.
 
-    `W_qkv.weight` is `cat([W_q, W_k, W_v])` and `W_o.weight` the output projection, so the
-    functional kernels above can be fed its weights. `forward` takes what the surrounding model
-    computes once per pass: RoPE's `(cos, sin)`, a mask or ALiBi bias, and a KV cache with its
-    layer index (new keys and values are written to the cache and attention runs over all of it).
+    Parameters: `W_qkv.weight` `((n_heads + 2 n_kv_heads) * head_dim, d_model)` is
+    `cat([W_q, W_k, W_v])` and `W_o.weight` `(d_model, d_model)` the output projection, with
+    bias vectors when `bias=True`; the functions above can be fed them. `is_causal` (default
+    True: a decoder) and `rope_layout` are fixed at construction; `forward` takes what the
+    surrounding model computes once per pass for all layers: `rope=(cos, sin)`, an `attn_mask`
+    or `attn_bias`, and a KV cache with this layer's index (new keys and values are written to
+    the cache, and attention runs over all of it).
+
+    Raises ValueError if `n_heads` does not divide `d_model`, `n_kv_heads` does not divide
+    `n_heads`, or the layout is unknown.
     """
 
     def __init__(
@@ -259,58 +330,57 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         backend: Backend = "reference",
         rope_layout: RopeLayout = "interleaved",
+        is_causal: bool = True,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        _check_groups(n_heads, n_kv_heads or n_heads)
+        check_rope_layout(rope_layout)
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads or n_heads
         self.head_dim = d_model // n_heads
-        self.dropout, self.backend, self.rope_layout = dropout, backend, rope_layout
+        self.dropout, self.backend = dropout, backend
+        self.rope_layout, self.is_causal = rope_layout, is_causal
         qkv_dim = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-        self.W_qkv = nn.Linear(d_model, qkv_dim, bias=bias)
-        self.W_o = nn.Linear(d_model, d_model, bias=bias)
+        self.W_qkv = Linear(d_model, qkv_dim, bias=bias)
+        self.W_o = Linear(d_model, d_model, bias=bias)
 
     def forward(
         self,
         x: torch.Tensor,
         *,
-        mask: torch.Tensor | None = None,
-        is_causal: bool = False,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: Rope | None = None,
+        attn_mask: torch.Tensor | None = None,
         attn_bias: torch.Tensor | None = None,
         cache=None,
         layer: int = 0,
     ) -> torch.Tensor:
-        qkv = self.W_qkv(x)
+        """`(batch, seq, d_model)` -> `(batch, seq, d_model)`; with `cache`, `x` holds the tokens
+        after the cached ones and `rope` must be the tables of their positions."""
+        B, T, _ = x.shape
+        H, H_kv = self.n_heads, self.n_kv_heads
+        W_qkv, W_o = self.W_qkv, self.W_o
+        qkv = F.linear(x, W_qkv.weight, W_qkv.bias)
+        heads = qkv.view(B, T, H + 2 * H_kv, self.head_dim).transpose(1, 2)  # (B, heads, T, d)
         if rope is None:
-            q, k, v = split_qkv(qkv, self.n_heads, self.n_kv_heads)
-        else:
-            q, k, v = self._rotated_qkv(qkv, rope)
+            q, k = heads[:, :H], heads[:, H : H + H_kv]
+        else:  # queries and keys sit side by side: rotate them in one go
+            cos, sin = rope
+            if cos.dim() == 3:  # per-sequence tables (batch, T, d/2): add the heads axis
+                cos, sin = cos[:, None], sin[:, None]
+            qk = rotate(heads[:, : H + H_kv], cos, sin, self.rope_layout)
+            q, k = qk.split_with_sizes([H, H_kv], dim=1)
+        v = heads[:, H + H_kv :]
         if cache is not None:
             k, v = cache.update(layer, k, v)
         out = grouped_query_attention(
             q,
             k,
             v,
-            mask=mask,
-            bias=attn_bias,
-            is_causal=is_causal,
+            attn_mask=attn_mask,
+            attn_bias=attn_bias,
+            is_causal=self.is_causal,
             dropout_p=self.dropout if self.training else 0.0,
             backend=self.backend,
         )
-        return self.W_o(merge_heads(out))
-
-    def _rotated_qkv(
-        self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`split_qkv` with RoPE applied to queries and keys in one rotation of both together.
-
-        `rope` is `(cos, sin)` of shape `(seq, head_dim / 2)` or `(batch, seq, head_dim / 2)`.
-        """
-        heads = self.n_heads + self.n_kv_heads
-        qk, v = qkv.split([heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
-        cos, sin = (t.unsqueeze(-2) for t in rope)  # broadcast over the heads
-        qk = rotate(qk.unflatten(-1, (heads, self.head_dim)), cos, sin, self.rope_layout)
-        qk = qk.transpose(-3, -2)  # (batch, heads, seq, head_dim)
-        q, k = qk.split([self.n_heads, self.n_kv_heads], dim=-3)
-        return q, k, split_heads(v, self.n_kv_heads)
+        return F.linear(merge_heads(out), W_o.weight, W_o.bias)

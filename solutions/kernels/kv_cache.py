@@ -5,14 +5,17 @@ once computed (a causal model's token s never sees later tokens), so keep them: 
 projects only the new token and attends over the stored keys, instead of recomputing the prefix.
 
 Layout: per layer, one preallocated keys tensor and one values tensor of shape
-`(batch, kv_heads, max_len, head_dim)`; positions `0 .. length - 1` are filled. Memory:
+`(batch, n_kv_heads, max_len, head_dim)`; positions `0 .. length - 1` are filled, and `length`
+is the position pointer where the next tokens go. Memory:
 
-    bytes = 2 (keys and values) * layers * batch * kv_heads * max_len * head_dim * bytes_per_element
+    bytes = 2 (keys and values) * n_layers * batch * n_kv_heads * max_len * head_dim * bytes/elem
 
-which is why GQA/MQA (fewer kv_heads) matter for serving long contexts.
+which is why GQA/MQA (fewer kv heads) matter for serving long contexts: see `MODEL_CONFIGS`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -27,7 +30,8 @@ def kv_cache_bytes(
     head_dim: int,
     bytes_per_element: int | torch.dtype = 2,
 ) -> int:
-    """KV cache size: `2 * layers * batch * kv_heads * max_len * head_dim * bytes_per_element`.
+    """KV cache size in bytes: `2 * n_layers * batch * n_kv_heads * max_len * head_dim *
+    bytes_per_element`.
 
     `bytes_per_element` is 2 for float16/bfloat16 (the default, as served), 4 for float32;
     a `torch.dtype` is accepted too.
@@ -37,12 +41,49 @@ def kv_cache_bytes(
     return 2 * n_layers * batch_size * n_kv_heads * max_len * head_dim * bytes_per_element
 
 
+def kv_cache_bytes_per_token(
+    n_layers: int, n_kv_heads: int, head_dim: int, bytes_per_element: int | torch.dtype = 2
+) -> int:
+    """Bytes one more token adds to one sequence's cache: `2 * n_layers * n_kv_heads * head_dim
+    * bytes_per_element` (`kv_cache_bytes` with batch 1 and one position)."""
+    return kv_cache_bytes(n_layers, 1, n_kv_heads, 1, head_dim, bytes_per_element)
+
+
+class AttentionShape(NamedTuple):
+    """What a KV cache's size depends on, from a model's published config."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    context_length: int
+    source: str
+
+    def bytes_per_token(self, bytes_per_element: int | torch.dtype = 2) -> int:
+        return kv_cache_bytes_per_token(
+            self.n_layers, self.n_kv_heads, self.head_dim, bytes_per_element
+        )
+
+
+# From each model's Hugging Face config.json (num_hidden_layers, num_attention_heads,
+# num_key_value_heads, hidden_size / num_attention_heads, max_position_embeddings).
+MODEL_CONFIGS: dict[str, AttentionShape] = {
+    "gpt2": AttentionShape(12, 12, 12, 64, 1024, "openai-community/gpt2 config.json"),
+    "llama-2-7b": AttentionShape(32, 32, 32, 128, 4096, "meta-llama/Llama-2-7b-hf config.json"),
+    "llama-2-70b": AttentionShape(80, 64, 8, 128, 4096, "meta-llama/Llama-2-70b-hf config.json"),
+    "mistral-7b": AttentionShape(32, 32, 8, 128, 32768, "mistralai/Mistral-7B-v0.1 config.json"),
+    "llama-3-8b": AttentionShape(32, 32, 8, 128, 8192, "meta-llama/Meta-Llama-3-8B config.json"),
+}
+
+
 class KVCache:
     """Preallocated keys and values for `n_layers` layers, filled up to `.length` positions.
 
-    `update(layer, k, v)` writes new keys/values at positions `length ..` of one layer and returns
-    that layer's filled prefix; after every layer has done so, `advance(n)` moves `.length` on.
-    (Splitting the two lets all layers of one forward pass write at the same offset.)
+    `keys[layer]` and `values[layer]` are `(batch_size, n_kv_heads, max_len, head_dim)` tensors
+    of `dtype` on `device`, allocated once. `update(layer, k, v)` writes new keys/values at
+    positions `length ..` of one layer and returns that layer's filled prefix; after every layer
+    has done so, `advance(n)` moves `.length` on. (Splitting the two lets all layers of one
+    forward pass write at the same offset.) `reset()` empties it without freeing memory.
     """
 
     def __init__(
@@ -59,15 +100,8 @@ class KVCache:
         shape = (batch_size, n_kv_heads, max_len, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.batch_size, self.max_len = batch_size, max_len
         self.length = 0
-
-    @property
-    def max_len(self) -> int:
-        return self.keys[0].shape[-2]
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys[0].shape[0]
 
     @property
     def nbytes(self) -> int:
@@ -77,20 +111,26 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store `k`, `v` `(batch, kv_heads, new, head_dim)` after the cached positions.
+        """Store `k`, `v` `(batch, n_kv_heads, new, head_dim)` at positions `length .. length +
+        new - 1` of `layer`, in place.
 
         Returns the keys and values of positions `0 .. length + new - 1` (views, no copy).
+        Raises ValueError if they would run past `max_len` or the batch size differs.
         """
         start, end = self.length, self.length + k.shape[-2]
         if end > self.max_len:
-            raise ValueError(f"KV cache full: {start} + {k.shape[-2]} positions > {self.max_len}")
+            raise ValueError(
+                f"KV cache full: {start} cached + {k.shape[-2]} new positions > "
+                f"max_len={self.max_len} (make a longer cache, or reset() it)"
+            )
         if k.shape[0] != self.batch_size:
             raise ValueError(
                 f"batch size {k.shape[0]} does not match the cache's {self.batch_size}"
             )
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, start, end - start).copy_(k)  # in place: the memory was allocated once
+        values.narrow(2, start, end - start).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, n: int) -> None:
         """Mark `n` more positions as filled (call once per forward pass, after all layers)."""
@@ -108,16 +148,32 @@ def cached_attention_step(
     cache: KVCache,
     layer: int = 0,
     *,
-    bias: torch.Tensor | None = None,
+    attn_bias: torch.Tensor | None = None,
     backend: Backend = "reference",
 ) -> torch.Tensor:
     """Attention for `T` new tokens given the cache: store their keys/values, attend over all.
 
     `q` is `(batch, n_heads, T, head_dim)` for positions `past .. past + T - 1` (`past =
-    cache.length`), `k_new`, `v_new` are `(batch, kv_heads, T, head_dim)`. Query `i` sees keys
+    cache.length`), `k_new`, `v_new` are `(batch, n_kv_heads, T, head_dim)`. Query `i` sees keys
     `0 .. past + i`: `masks.causal_mask(T, past)`, which is what `is_causal` means for fewer
-    queries than keys (a single new token sees everything). The caller advances the cache once
-    all layers have run.
+    queries than keys (a single new token sees everything). Returns `(batch, n_heads, T,
+    head_dim)`. The caller advances the cache once all layers have run.
     """
     k, v = cache.update(layer, k_new, v_new)
-    return grouped_query_attention(q, k, v, bias=bias, is_causal=True, backend=backend)
+    return grouped_query_attention(q, k, v, attn_bias=attn_bias, is_causal=True, backend=backend)
+
+
+@torch.no_grad()
+def chunked_prefill(model, idx: torch.Tensor, cache, chunk_size: int) -> torch.Tensor:
+    """Feed a prompt `idx` `(batch, T)` into `cache` `chunk_size` tokens at a time; return the
+    logits `(batch, T, vocab)` of all of them.
+
+    Each chunk attends to the cached ones and to itself causally, so the logits equal one pass
+    over the whole prompt, while the largest score matrix is `chunk_size x T` instead of `T x T`
+    (what serving systems do to bound a long prompt's memory and latency). `model` follows
+    `course.lm.protocol` (`model(idx, cache=cache)`). Raises ValueError for `chunk_size < 1`.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    pieces = [model(chunk, cache=cache) for chunk in idx.split(chunk_size, dim=1)]
+    return torch.cat(pieces, dim=1)

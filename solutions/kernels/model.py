@@ -2,11 +2,13 @@
 
     idx -> token embedding (+ learned or sinusoidal positions) -> dropout
         -> n_layers x TransformerBlock (causal self-attention with RoPE / ALiBi / nothing, FFN)
-        -> final norm -> linear head (tied to the embedding) -> logits
+        -> final norm (pre-LN) -> linear head (tied to the embedding) -> logits
 
-Everything is chosen by a `course.lm.ModelConfig`. With a KV cache (`new_cache`), `forward`
-takes only the new tokens; they sit at absolute positions `cache.length ..`, which is where their
-positional information (RoPE angles, ALiBi distances, embedding rows) comes from.
+Everything is chosen by a `course.lm.ModelConfig`, and every choice reaches every layer (norm
+and `norm_eps`, `rope_layout`, `ffn` and `gelu_approximate`, `bias`, `n_kv_heads`...). With a KV
+cache (`new_cache`), `forward` takes only the new tokens; they sit at absolute positions
+`cache.length ..`, which is where their positional information (RoPE angles, ALiBi distances,
+embedding rows) comes from. `generate` is the harness's sampler, `course.lm.sample.generate`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course.lm.config import ModelConfig
+from course.lm.sample import generate as harness_generate
 from course.lm.sample import next_token
 from solutions.kernels.blocks import Dropout, TransformerBlock
+from solutions.kernels.decode_floor import flattened_step
 from solutions.kernels.kv_cache import KVCache
+from solutions.kernels.module import Embedding, Linear, Module
 from solutions.kernels.norms import LayerNorm, RMSNorm, make_norm
 from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_table
 
@@ -28,30 +34,24 @@ from solutions.kernels.positions import alibi_bias, rope_cos_sin, sinusoidal_tab
 RESIDUAL_PROJECTIONS = ("attn.W_o.weight", "ffn.W_out.weight", "ffn.W_down.weight")
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(Module):
     """The course's language model: `TransformerLM(config)(idx) -> logits`.
 
     Implements the harness protocol of `course.lm.protocol` (`new_cache`, `forward(idx, cache)`)
-    and `generate`. `seed` makes the initial weights reproducible.
+    and `generate`. `seed` makes the initial weights reproducible. Position tables (RoPE's
+    cos/sin, the sinusoidal table) are buffers in the model's dtype and device, recomputed from
+    the formula whenever the model moves (`.to`, `.double()`...), never rounded through float32.
     """
 
     def __init__(self, config: ModelConfig, *, seed: int | None = None) -> None:
         super().__init__()
         self.config = c = config
-        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        if c.positional == "learned":
-            self.pos_emb = nn.Embedding(c.context_length, c.d_model)
-        elif c.positional == "sinusoidal":
-            table = sinusoidal_table(c.context_length, c.d_model)
-            self.register_buffer("pos_table", table, persistent=False)
-        elif c.positional == "rope":
-            # The angle tables for every position, computed once: a cached decoding step then
-            # slices its row instead of redoing the trigonometry.
-            cos, sin = rope_cos_sin(torch.arange(c.context_length), c.head_dim, c.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        elif c.positional not in ("alibi", "none"):
+        if c.positional not in ("rope", "sinusoidal", "learned", "alibi", "none"):
             raise ValueError(f"unknown positional scheme {c.positional!r}")
+        self.tok_emb = Embedding(c.vocab_size, c.d_model)
+        if c.positional == "learned":
+            self.pos_emb = Embedding(c.context_length, c.d_model)
+        self.adds_positions = c.positional in ("learned", "sinusoidal")
         self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
@@ -60,8 +60,11 @@ class TransformerLM(nn.Module):
                 c.d_ff,
                 n_kv_heads=c.n_kv_heads,
                 ffn=c.ffn,
+                gelu_approximate=c.gelu_approximate,
                 norm=c.norm,
+                norm_eps=c.norm_eps,
                 norm_position=c.norm_position,
+                rope_layout=c.rope_layout,
                 dropout=c.dropout,
                 bias=c.bias,
                 backend=c.attention,
@@ -69,13 +72,38 @@ class TransformerLM(nn.Module):
             for _ in range(c.n_layers)
         )
         # A post-LN block already ends in a norm; only pre-LN needs one before the head.
-        self.norm_f = (
-            make_norm(c.norm, c.d_model, bias=c.bias) if c.norm_position == "pre" else None
-        )
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.norm_f = None
+        if c.norm_position == "pre":
+            self.norm_f = make_norm(c.norm, c.d_model, eps=c.norm_eps, bias=c.bias)
+        self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        self._make_position_tables(self.tok_emb.weight.dtype, self.tok_emb.weight.device)
         self.init_weights(seed)
+
+    def _make_position_tables(self, dtype: torch.dtype, device) -> None:
+        """The tables every position's encoding is read from, computed once: a cached decoding
+        step then slices a row instead of redoing the trigonometry."""
+        c = self.config
+        if c.positional == "sinusoidal":
+            table = sinusoidal_table(c.context_length, c.d_model, device=device, dtype=dtype)
+            self.register_buffer("pos_table", table, persistent=False)
+        elif c.positional == "rope":
+            positions = torch.arange(c.context_length, device=device)
+            cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=dtype)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # `.to(torch.float64)` would otherwise widen float32 tables (angles off by ~1e-6 at
+        # position 100) instead of computing float64 ones: recompute them in the new dtype.
+        super()._apply(fn, recurse)
+        table = getattr(self, "rope_cos", None)
+        if table is None:
+            table = getattr(self, "pos_table", None)
+        if table is not None and table.is_floating_point():
+            self._make_position_tables(table.dtype, table.device)
+        return self
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
@@ -109,24 +137,24 @@ class TransformerLM(nn.Module):
         With `cache`, `idx` continues the cached tokens: their keys/values are appended, the
         cache advances by `T`, and the logits are for these `T` tokens only.
         """
-        _, T = idx.shape
+        T = idx.shape[1]
         past = 0 if cache is None else cache.length
-        x = self.tok_emb(idx)
-        if self.config.positional in ("learned", "sinusoidal"):
+        x = F.embedding(idx, self.tok_emb.weight)
+        if self.adds_positions:
             x = x + self.position_vectors(past, past + T).to(x.dtype)
         x = self.drop(x)
-        attn_inputs = self.attention_inputs(past, past + T, x.device, x.dtype)
+        rope, attn_bias = self.attention_inputs(past, past + T, x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache=cache, layer=layer, **attn_inputs)
+            x = block(x, rope=rope, attn_bias=attn_bias, cache=cache, layer=layer)
         if cache is not None:
             cache.advance(T)
         if self.norm_f is not None:
             x = self.norm_f(x)
-        return self.lm_head(x)
+        return F.linear(x, self.lm_head.weight)
 
     def position_vectors(self, start: int, end: int) -> torch.Tensor:
-        """Learned or sinusoidal vectors for positions `start .. end - 1`; both exist only below
-        context_length."""
+        """Learned or sinusoidal vectors `(end - start, d_model)` for positions `start .. end -
+        1`; both exist only below context_length (ValueError past it)."""
         if end > self.config.context_length:
             raise ValueError(
                 f"position {end - 1} is beyond context_length={self.config.context_length}"
@@ -135,31 +163,31 @@ class TransformerLM(nn.Module):
             return self.pos_emb.weight[start:end]
         return self.pos_table[start:end]
 
-    def attention_inputs(self, start: int, end: int, device, dtype) -> dict:
+    def attention_inputs(self, start: int, end: int, x: torch.Tensor):
         """What every layer's attention needs for queries at positions `start .. end - 1`,
-        computed once per forward pass.
+        computed once per forward pass: `(rope, attn_bias)`, each None where unused.
 
-        The causal mask is left to the attention (`is_causal`): aligned to the last key, it is
-        right for a cache prefix too, and SDPA applies it without materialising it.
+        The causal mask is the blocks' own (`is_causal`): aligned to the last key, it is right
+        for a cache prefix too, and SDPA applies it without materialising it.
         """
         c = self.config
-        inputs = {"is_causal": True}
         if c.positional == "rope":
-            inputs["rope"] = self.rope_tables(start, end)
-        elif c.positional == "alibi":
-            inputs["attn_bias"] = alibi_bias(
-                c.n_heads, end - start, start, device=device, dtype=dtype
-            )
-        return inputs
+            return self.rope_tables(start, end), None
+        if c.positional == "alibi":
+            bias = alibi_bias(c.n_heads, end - start, start, device=x.device, dtype=x.dtype)
+            return None, bias
+        return None, None
 
     def rope_tables(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE's `(cos, sin)` for positions `start .. end - 1`: rows of the precomputed tables,
-        or computed afresh past `context_length` (a cache may be longer than the context)."""
-        if end <= self.rope_cos.shape[0]:
-            return self.rope_cos[start:end], self.rope_sin[start:end]
-        c, table = self.config, self.rope_cos
-        positions = torch.arange(start, end, device=table.device)
-        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=table.dtype)
+        """RoPE's `(cos, sin)`, each `(end - start, head_dim / 2)`, for positions `start .. end -
+        1`: rows of the precomputed tables, or computed afresh past `context_length` (a cache may
+        be longer than the context)."""
+        cos, sin = self.rope_cos, self.rope_sin
+        if end <= cos.shape[0]:
+            return cos[start:end], sin[start:end]
+        c = self.config
+        positions = torch.arange(start, end, device=cos.device)
+        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=cos.dtype)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `max_len` positions, on this model's device and dtype."""
@@ -174,7 +202,12 @@ class TransformerLM(nn.Module):
             device=p.device,
         )
 
-    @torch.no_grad()
+    def decode_floor(self, max_len: int):
+        """The hand-flattened twin of a cached one-token step, for benchmarks only:
+        `solutions.kernels.decode_floor.flattened_step` over this model's weights. Raises
+        ValueError for an architecture it does not cover."""
+        return flattened_step(self, max_len)
+
     def generate(
         self,
         idx: torch.Tensor,
@@ -187,26 +220,20 @@ class TransformerLM(nn.Module):
     ) -> torch.Tensor:
         """Append `n` sampled tokens to `idx` `(batch, T)` and return the whole `(batch, T + n)`.
 
-        `temperature=0` is greedy. Once the sequence is longer than `context_length`, the model
-        sees the last `context_length` tokens, recomputed each step (a cache cannot drop its
-        first position without changing every later one's attention), so the output does not
-        depend on `use_cache`.
+        The harness's loop, `course.lm.sample.generate` (see it for the sampling options, the
+        accepted generators and what happens past `context_length`), so both give the same
+        tokens for the same generator. Raises ValueError (`SamplingError`) for bad options.
         """
-        was_training = self.training
-        self.eval()  # no dropout while sampling
-        ctx = self.config.context_length
-        cache = self.new_cache(idx.shape[0], min(ctx, idx.shape[1] + n)) if use_cache else None
-        try:
-            for _ in range(n):
-                if cache is not None and idx.shape[1] <= ctx:
-                    logits = self(idx[:, cache.length :], cache=cache)
-                else:
-                    logits = self(idx[:, -ctx:])
-                token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
-                idx = torch.cat((idx, token), dim=1)
-        finally:
-            self.train(was_training)
-        return idx
+        return harness_generate(
+            self,
+            idx,
+            n,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            use_cache=use_cache,
+        )
 
 
 def sample_next_token(

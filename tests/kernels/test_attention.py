@@ -70,7 +70,7 @@ def test_additive_bias_matches_float_mask_of_torch_sdpa():
     q, k, v = randn(2, 4, 6, 8, seed=1), randn(2, 4, 6, 8, seed=2), randn(2, 4, 6, 8, seed=3)
     bias = randn(4, 6, 6, seed=4)
     mask = torch.ones(6, 6, dtype=torch.bool).tril()
-    out = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
+    out = scaled_dot_product_attention(q, k, v, mask=mask, attn_bias=bias)
     float_mask = bias.masked_fill(~mask, float("-inf"))
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -132,7 +132,7 @@ def test_gradcheck_with_masked_and_fully_masked_rows():
     mask[0, 1, 0] = True
 
     def f(q, k, v, bias):
-        return scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
+        return scaled_dot_product_attention(q, k, v, mask=mask, attn_bias=bias)
 
     assert torch.autograd.gradcheck(f, (q, k, v, bias))
 

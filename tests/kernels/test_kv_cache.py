@@ -7,7 +7,14 @@ import torch
 
 from course.lm.config import ModelConfig
 from solutions.kernels.heads import grouped_query_attention
-from solutions.kernels.kv_cache import KVCache, cached_attention_step, kv_cache_bytes
+from solutions.kernels.kv_cache import (
+    MODEL_CONFIGS,
+    KVCache,
+    cached_attention_step,
+    chunked_prefill,
+    kv_cache_bytes,
+    kv_cache_bytes_per_token,
+)
 from solutions.kernels.model import TransformerLM
 
 
@@ -128,3 +135,68 @@ def test_new_cache_follows_the_model_dtype_and_shape():
     assert cache.keys[0].dtype == torch.float64
     assert len(cache.keys) == 2 and cache.keys[0].shape == (3, 1, 17, 8)
     assert cache.nbytes == kv_cache_bytes(2, 3, 1, 17, 8, torch.float64)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 40])
+def test_chunked_prefill_equals_one_pass_and_decoding_continues(chunk_size):
+    model = tiny_lm("rope", n_kv_heads=2)
+    idx = torch.randint(0, 61, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(2, 41)
+        chunked = chunked_prefill(model, idx[:, :39], cache, chunk_size)
+        assert cache.length == 39
+        last = model(idx[:, 39:], cache=cache)
+    torch.testing.assert_close(chunked, full[:, :39], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, full[:, 39:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_prefill(model, idx, model.new_cache(2, 40), 0)
+
+
+def test_overflow_is_a_clear_error_that_writes_nothing_and_reset_starts_over():
+    model = tiny_lm("rope")
+    idx = torch.randint(0, 61, (1, 6), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        cache = model.new_cache(1, 5)
+        first = model(idx[:, :4], cache=cache)
+        before = [t.clone() for t in cache.keys]
+        with pytest.raises(ValueError, match=r"KV cache full: 4 cached \+ 2 new positions"):
+            model(idx[:, 4:], cache=cache)
+        assert cache.length == 4
+        assert all(torch.equal(a, b) for a, b in zip(before, cache.keys, strict=True))
+        cache.reset()
+        assert cache.length == 0
+        torch.testing.assert_close(model(idx[:, :4], cache=cache), first)
+
+
+def test_bytes_per_token_for_real_model_configs():
+    # 2 (k and v) * layers * kv heads * head_dim * 2 bytes (float16), from each config.json.
+    expected = {
+        "gpt2": 2 * 12 * 12 * 64 * 2,  # 36 KiB
+        "llama-2-7b": 2 * 32 * 32 * 128 * 2,  # 512 KiB: 2 GiB for its 4096-token context
+        "llama-2-70b": 2 * 80 * 8 * 128 * 2,  # GQA: 8 kv heads for 64 query heads
+        "mistral-7b": 2 * 32 * 8 * 128 * 2,
+        "llama-3-8b": 2 * 32 * 8 * 128 * 2,
+    }
+    for name, shape in MODEL_CONFIGS.items():
+        assert shape.bytes_per_token() == expected[name], name
+        assert shape.n_heads % shape.n_kv_heads == 0
+        assert shape.bytes_per_token(torch.float32) == 2 * expected[name]
+        whole = kv_cache_bytes(shape.n_layers, 1, shape.n_kv_heads, shape.context_length,
+                               shape.head_dim)  # fmt: skip
+        assert whole == shape.context_length * expected[name]
+    assert MODEL_CONFIGS["llama-2-7b"].bytes_per_token() == 512 * 1024
+    assert kv_cache_bytes_per_token(32, 32, 128) == 2 * 32 * 32 * 128 * 2
+    mha, gqa = MODEL_CONFIGS["llama-2-7b"], MODEL_CONFIGS["mistral-7b"]
+    assert mha.bytes_per_token() == 4 * gqa.bytes_per_token()  # 32 kv heads against 8
+
+
+def test_the_flattened_floor_computes_what_the_model_computes():
+    model = tiny_lm("rope")
+    floor = model.decode_floor(12)
+    idx = torch.randint(0, 61, (1, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        steps = torch.cat([floor(idx[:, t : t + 1], t) for t in range(12)], dim=1)
+        torch.testing.assert_close(steps, model(idx), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="presets' architecture"):
+        tiny_lm("learned").decode_floor(12)

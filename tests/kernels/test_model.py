@@ -10,7 +10,11 @@ import torch.nn.functional as F
 
 from course.lm.config import ModelConfig
 from course.lm.protocol import check_model_interface
+from course.lm.sample import generate
+from solutions.kernels.blocks import GELUFeedForward, gelu_ffn
 from solutions.kernels.model import TransformerLM, sample_next_token
+from solutions.kernels.norms import LayerNorm, RMSNorm
+from solutions.kernels.positions import interleaved_to_half_split
 
 POSITIONALS = ["rope", "sinusoidal", "learned", "alibi", "none"]
 
@@ -159,3 +163,168 @@ def test_sample_next_token_filters():
     # High temperature flattens: the rarest token shows up often.
     hot = torch.cat([sample_next_token(logits, temperature=100.0, generator=g) for _ in range(400)])
     assert (hot == 3).float().mean().item() > 0.15
+
+
+# -- every config choice reaches every layer --------------------------------------------------
+
+
+def _norm_modules(model):
+    return [m for m in model.modules() if isinstance(m, (LayerNorm, RMSNorm))]
+
+
+@pytest.mark.parametrize("norm", ["rmsnorm", "layernorm"])
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_norm_eps_reaches_every_norm(norm, norm_position):
+    eps = 0.5  # large enough to change every output visibly
+    model = TransformerLM(config(norm=norm, norm_eps=eps, norm_position=norm_position), seed=0)
+    norms = _norm_modules(model)
+    assert len(norms) == 2 * 2 + (norm_position == "pre")  # two per block, plus the final one
+    checked = []
+
+    def check(module, inputs, output):
+        (x,) = inputs
+        shape = (x.shape[-1],)
+        if norm == "rmsnorm":
+            expected = F.rms_norm(x, shape, module.weight, eps)
+        else:
+            expected = F.layer_norm(x, shape, module.weight, module.bias, eps)
+        torch.testing.assert_close(output, expected)
+        checked.append(module)
+
+    handles = [m.register_forward_hook(check) for m in norms]
+    idx = tokens(2, 9)
+    with torch.no_grad():
+        out = model(idx)
+    for h in handles:
+        h.remove()
+    assert len(checked) == len(norms)
+    default = TransformerLM(config(norm=norm, norm_position=norm_position), seed=0)
+    assert not torch.allclose(default(idx), out, atol=1e-3)
+
+
+def test_gelu_approximate_reaches_every_feed_forward_layer():
+    cfg = dict(ffn="gelu", bias=True, n_layers=3)
+    tanh = TransformerLM(config(gelu_approximate="tanh", **cfg), seed=0)
+    exact = TransformerLM(config(**cfg), seed=0)
+    ffns = [m for m in tanh.modules() if isinstance(m, GELUFeedForward)]
+    assert len(ffns) == 3 and all(f.approximate == "tanh" for f in ffns)
+    seen = []
+
+    def check(module, inputs, output):
+        (x,) = inputs
+        W_in, W_out = module.W_in, module.W_out
+        expected = gelu_ffn(x, W_in.weight, W_out.weight, W_in.bias, W_out.bias, "tanh")
+        exact_gelu = gelu_ffn(x, W_in.weight, W_out.weight, W_in.bias, W_out.bias, "none")
+        torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(output, exact_gelu, atol=1e-7, rtol=0)
+        seen.append(module)
+
+    handles = [f.register_forward_hook(check) for f in ffns]
+    idx = tokens(2, 9)
+    with torch.no_grad():
+        out = tanh(idx)
+    for h in handles:
+        h.remove()
+    assert len(seen) == 3
+    assert not torch.equal(out, exact(idx))
+
+
+def _to_half_split(state: dict, c: ModelConfig) -> dict:
+    """The interleaved model's weights for a half-split model: permute each head's q and k rows."""
+    perm = interleaved_to_half_split(c.head_dim)
+    qk_heads = c.n_heads + c.n_kv_heads
+    qk_rows = (torch.arange(qk_heads)[:, None] * c.head_dim + perm).flatten()
+    v_rows = torch.arange(qk_heads * c.head_dim, (qk_heads + c.n_kv_heads) * c.head_dim)
+    rows = torch.cat([qk_rows, v_rows])
+    return {k: (v[rows] if k.endswith("W_qkv.weight") else v) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+def test_rope_layout_reaches_every_attention_layer(n_kv_heads):
+    c_int = config(n_layers=3, n_kv_heads=n_kv_heads)
+    c_half = config(n_layers=3, n_kv_heads=n_kv_heads, rope_layout="half")
+    interleaved = TransformerLM(c_int, seed=0).eval()
+    half = TransformerLM(c_half, seed=0).eval()
+    assert all(b.attn.rope_layout == "half" for b in half.blocks)
+    idx = tokens(2, 20)
+    with torch.no_grad():
+        assert not torch.allclose(half(idx), interleaved(idx), atol=1e-4)
+        # Half-split RoPE is interleaved RoPE on permuted dims: the same model, up to a
+        # permutation of each head's query and key rows, in every layer (else this fails).
+        half.load_state_dict(_to_half_split(interleaved.state_dict(), c_int))
+        torch.testing.assert_close(half(idx), interleaved(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_every_block_of_the_model_is_causal():
+    model = TransformerLM(config(attention="reference"), seed=0)
+    assert all(b.attn.is_causal for b in model.blocks)
+
+
+def test_configs_saved_before_the_new_fields_keep_their_old_meaning():
+    old = {k: v for k, v in config().to_dict().items()}
+    for key in ("norm_eps", "rope_layout", "gelu_approximate"):
+        old.pop(key)
+    legacy = ModelConfig.from_dict(old)
+    assert legacy.norm_eps == 1e-6  # RMSNorm's eps before it was a field
+    assert legacy.rope_layout == "interleaved" and legacy.gelu_approximate == "none"
+    assert ModelConfig.from_dict({**old, "norm": "layernorm"}).norm_eps == 1e-5
+    assert ModelConfig().norm_eps == 1e-5  # new configs: Llama's and CS336's value
+    assert ModelConfig.from_dict(config().to_dict()) == config()
+    model = TransformerLM(legacy)
+    assert all(m.eps == 1e-6 for m in _norm_modules(model))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rope_layout", "halves"), ("gelu_approximate", "fast"), ("norm_eps", 0.0),
+     ("norm_eps", float("nan")), ("positional", "absolute"), ("norm", "batchnorm")],
+)  # fmt: skip
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        config(**{field: value})
+
+
+def test_float64_model_has_float64_exact_position_tables():
+    w = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    exact = 119 * w
+    converted = TransformerLM(config(context_length=128)).double()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        built = TransformerLM(config(context_length=128))
+    finally:
+        torch.set_default_dtype(previous)
+    for model in (converted, built):
+        assert model.rope_cos.dtype == torch.float64
+        assert (model.rope_cos[119] - torch.cos(exact)).abs().max().item() < 1e-12
+        assert (model.rope_sin[119] - torch.sin(exact)).abs().max().item() < 1e-12
+    back = converted.float()
+    assert back.rope_cos.dtype == torch.float32
+    assert (back.rope_cos[119].double() - torch.cos(exact)).abs().max().item() < 1e-7
+    sinusoidal = TransformerLM(config(positional="sinusoidal", context_length=128)).double()
+    assert (sinusoidal.pos_table[119, 0::2] - torch.sin(119 * 10000.0 ** (
+        -torch.arange(0, 32, 2, dtype=torch.float64) / 32))).abs().max().item() < 1e-12  # fmt: skip
+
+
+# -- one generation loop -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positional", ["rope", "learned"])
+@pytest.mark.parametrize(
+    "sampling", [{"temperature": 0.9}, {"temperature": 1.2, "top_k": 7, "top_p": 0.8}]
+)
+def test_model_generate_is_the_harness_loop_at_three_contexts(positional, sampling):
+    model = TransformerLM(config(positional=positional, context_length=16), seed=2)
+    prompt = tokens(2, 5, seed=3)
+    n = 3 * 16  # the text outgrows the context three times over
+    texts = []
+    for use_cache in (True, False):
+        ours = model.generate(prompt, n, use_cache=use_cache,
+                              generator=torch.Generator().manual_seed(4), **sampling)  # fmt: skip
+        harness = generate(model, prompt, n, use_cache=use_cache, seed=4, **sampling)
+        assert torch.equal(ours, harness)
+        texts.append(ours)
+    assert texts[0].shape == (2, 5 + n)
+    # With or without the cache, the model sees the same windows: the same text.
+    assert torch.equal(texts[0], texts[1])
+    assert len(set(texts[0][0, 5:].tolist())) > 3  # sampled, not a constant

@@ -97,3 +97,20 @@ def test_gradcheck_float64():
     b = randn(6, seed=12, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda x, w, b: layer_norm(x, w, b), (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w: rms_norm(x, w), (x, w))
+
+
+def test_default_eps_is_1e_5_and_make_norm_passes_it_on():
+    x = torch.full((1, 4), 1e-3)
+    # mean(x^2) = 1e-6, comparable to eps: the two defaults give visibly different outputs.
+    torch.testing.assert_close(rms_norm(x), x / torch.sqrt(torch.tensor(1e-6 + 1e-5)))
+    assert RMSNorm(8).eps == LayerNorm(8).eps == 1e-5
+    for kind in ("rmsnorm", "layernorm"):
+        norm = make_norm(kind, 4, eps=0.25)
+        assert norm.eps == 0.25
+        expected = (
+            F.rms_norm(x, (4,), eps=0.25)
+            if kind == "rmsnorm"
+            else F.layer_norm(x + torch.arange(4.0), (4,), eps=0.25)
+        )
+        got = norm(x) if kind == "rmsnorm" else norm(x + torch.arange(4.0))
+        torch.testing.assert_close(got, expected)

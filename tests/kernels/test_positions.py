@@ -13,6 +13,7 @@ from solutions.kernels.positions import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
     alibi_bias,
+    alibi_bias_from_positions,
     alibi_slopes,
     apply_rope,
     interleaved_to_half_split,
@@ -130,7 +131,7 @@ def test_rope_with_batched_positions_and_precomputed_tables():
     torch.testing.assert_close(out[0], apply_rope(x[0], positions[0]))
     torch.testing.assert_close(out[1], apply_rope(x[1], positions[1]))
     cos_sin = rope_cos_sin(positions[1], 8)
-    torch.testing.assert_close(apply_rope(x, cos_sin=cos_sin), apply_rope(x, positions[1]))
+    torch.testing.assert_close(apply_rope(x, rope=cos_sin), apply_rope(x, positions[1]))
     torch.testing.assert_close(RotaryEmbedding(8)(x, positions[1]), apply_rope(x, positions[1]))
 
 
@@ -215,3 +216,47 @@ def test_rope_fast_paths_equal_the_plain_rotation(dtype, layout, grad):
             got = rotate(x, c, s, layout)
         torch.testing.assert_close(got, expected, **tol, msg=lambda m, name=name: f"{name}: {m}")
         assert got.requires_grad == grad
+
+
+def test_float64_tables_are_float64_accurate():
+    # Position 119, the last pair of head_dim 32: float32 angles are off by ~1e-6 there.
+    positions = torch.arange(120)
+    cos, sin = rope_cos_sin(positions, 32, dtype=torch.float64)
+    w = 10000.0 ** (-torch.arange(0, 32, 2, dtype=torch.float64) / 32)
+    exact = 119 * w
+    assert (cos[119] - torch.cos(exact)).abs().max().item() < 1e-12
+    assert (sin[119] - torch.sin(exact)).abs().max().item() < 1e-12
+    # float32 tables are the float64 ones rounded once: within one float32 rounding.
+    cos32, _ = rope_cos_sin(positions, 32)
+    assert cos32.dtype == torch.float32
+    assert (cos32.double() - cos).abs().max().item() < 1e-7
+    table = sinusoidal_table(120, 32, dtype=torch.float64)
+    assert table.dtype == torch.float64
+    assert (table[119, 0::2] - torch.sin(exact)).abs().max().item() < 1e-12
+
+
+def test_alibi_bias_from_arbitrary_positions():
+    q_pos, k_pos = torch.tensor([5, 9]), torch.tensor([0, 3, 9, 12])
+    bias = alibi_bias_from_positions(12, q_pos, k_pos)
+    slopes = alibi_slopes(12)
+    assert bias.shape == (12, 2, 4)
+    expected = -slopes[:, None, None] * (q_pos[:, None] - k_pos[None, :]).abs()
+    torch.testing.assert_close(bias, expected)
+    torch.testing.assert_close(
+        alibi_bias(4, 3, past=2), alibi_bias_from_positions(4, torch.arange(2, 5), torch.arange(5))
+    )
+    assert alibi_slopes(12, dtype=torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError):
+        alibi_slopes(0)
+
+
+def test_unknown_layout_is_refused_everywhere():
+    x = randn(1, 2, 4, 8)
+    cos, sin = rope_cos_sin(torch.arange(4), 8)
+    for call in (
+        lambda: apply_rope(x, layout="halves"),
+        lambda: rotate_pairs(x, cos, sin, "halves"),
+        lambda: RotaryEmbedding(8, layout="halves"),
+    ):
+        with pytest.raises(ValueError, match="rope_layout"):
+            call()

@@ -124,3 +124,53 @@ class NoCacheLM(TinyLM):
     """The same model without `new_cache`: sampling must fall back to full recompute."""
 
     new_cache = None
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))
+
+
+class FaultyLM(TinyLM):
+    """TinyLM that goes wrong on purpose from its `fault_step`-th training forward pass on:
+    `fault` is "nan_loss" (nan logits), "inf_grad" (finite loss, one infinite gradient) or
+    "nan_val" (nan logits in evaluation only)."""
+
+    fault, fault_step = "nan_loss", 5
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.training_calls = 0
+        self.bump = nn.Parameter(torch.zeros(()))  # the one weight "inf_grad" breaks
+
+    def forward(self, idx, cache=None):
+        logits = super().forward(idx, cache)
+        if self.training and torch.is_grad_enabled():  # training steps, not interface checks
+            self.training_calls += 1
+            if self.training_calls >= self.fault_step:
+                if self.fault == "nan_loss":
+                    return logits * float("nan")
+                if self.fault == "inf_grad":
+                    return logits + _InfGrad.apply(self.bump)
+        elif self.fault == "nan_val" and self.training_calls >= self.fault_step:
+            return logits * float("nan")
+        return logits
+
+
+class NaNLossLM(FaultyLM):
+    fault = "nan_loss"
+
+
+class InfGradLM(FaultyLM):
+    fault = "inf_grad"
+
+
+class NaNValLM(FaultyLM):
+    fault = "nan_val"

@@ -3,6 +3,7 @@
 import json
 import os
 
+import torch
 from conftest import HERE
 
 from course.lm.bench import run_bench
@@ -24,8 +25,9 @@ def test_bench_runs_all_sections_and_writes_json(tmp_path, monkeypatch, capsys):
     )
     assert {r["attention"] for r in results["train"]} == {"reference", "sdpa"}
     assert all(r["tokens_per_s"] > 0 for r in results["train"])
-    cached, full = results["generate"]
-    assert cached["kv_cache"] and not full["kv_cache"]
+    (row,) = results["generate"]  # cpu-tiny alone; cpu and gpu show each other too
+    assert row["cached_tokens_per_s"] > 0 and row["recompute_tokens_per_s"] > 0
+    assert row["floor_note"] == "the model has no decode_floor"
     ref, sdpa = results["memory"]
     # Written-out attention materialises (heads, 2048, 2048) float32 scores: 32 MiB for 2 heads.
     assert ref["peak_bytes"] > 16 * 2**20
@@ -35,6 +37,7 @@ def test_bench_runs_all_sections_and_writes_json(tmp_path, monkeypatch, capsys):
     assert len(saved) == 1 and json.loads(saved[0].read_text())["preset"] == "cpu-tiny"
     out = capsys.readouterr().out
     assert "1. training throughput" in out and "4. time to validation loss" in out
+    assert "cpu-tiny preset" in out and "recompute" in out
 
 
 def test_bench_without_corpus_skips_the_loss_run(tmp_path, capsys):
@@ -56,3 +59,17 @@ def test_bench_without_corpus_skips_the_loss_run(tmp_path, capsys):
         only={"loss"},
     )
     assert "skipped" in capsys.readouterr().out
+
+
+def test_generation_rows_for_the_reference_model_include_the_floor_ratio(capsys):
+    from course.lm.bench import _print_generate, generation_speed
+    from course.lm.presets import get_preset
+    from solutions.kernels.model import TransformerLM
+
+    preset = get_preset("cpu-tiny")
+    row = generation_speed(TransformerLM, preset, torch.device("cpu"), "cpu", repeats=1)
+    assert row["model_s"] > 0 and row["floor_s"] > 0
+    assert row["ratio"] == row["model_s"] / row["floor_s"]
+    _print_generate([row])
+    out = capsys.readouterr().out
+    assert "step/floor" in out and "cpu preset targets:" in out

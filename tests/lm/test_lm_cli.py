@@ -184,3 +184,75 @@ def test_course_lm_imports_neither_solutions_nor_autograder():
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# -- sampling flags and diverged runs: one line, exit 2 -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--top-p", "-1"], "--top-p must be a number in [0, 1], got -1.0"),
+        (["--top-p", "1.5"], "--top-p must be a number in [0, 1], got 1.5"),
+        (["--top-p", "nan"], "--top-p must be a number in [0, 1], got nan"),
+        (["--top-k", "-5"], "--top-k must be an integer >= 1, got -5"),
+        (["--top-k", "0"], "--top-k must be an integer >= 1, got 0"),
+        (["--temperature", "-0.5"], "--temperature must be a finite number >= 0, got -0.5"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
+        (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
+        (["--tokens", "-3"], "--tokens must be >= 0, got -3"),
+    ],
+)
+def test_out_of_range_sampling_flags(flags, fragment, tmp_path, capsys):
+    from course.lm.cli import main
+
+    # Checked before the checkpoint is even read: this one does not exist.
+    assert main(["sample", "--checkpoint", str(tmp_path / "none.pt"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"python -m course.lm sample: error: {fragment}"
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = run_cli("train", *TINY, "--steps", "10", "--out", str(out), "--sample-tokens", "0")
+    assert proc.returncode == 0, proc.stderr
+    return out / "ckpt.pt"
+
+
+def test_top_p_zero_prints_the_greedy_text(trained_checkpoint):
+    common = ["sample", "--checkpoint", str(trained_checkpoint), "--tokens", "60"]
+    greedy = run_cli(*common, "--temperature", "0")
+    nucleus = run_cli(*common, "--top-p", "0", "--seed", "123")
+    assert greedy.returncode == nucleus.returncode == 0, (greedy.stderr, nucleus.stderr)
+    assert nucleus.stdout == greedy.stdout
+    sampled = run_cli(*common, "--top-p", "1", "--temperature", "1.5", "--seed", "123")
+    assert sampled.returncode == 0 and sampled.stdout != greedy.stdout
+
+
+def test_a_non_finite_checkpoint_is_refused_by_sample(trained_checkpoint, tmp_path):
+    import torch
+
+    ckpt = torch.load(trained_checkpoint, weights_only=True)
+    name = next(iter(ckpt["model"]))
+    ckpt["model"][name] = torch.full_like(ckpt["model"][name], float("nan"))
+    bad = tmp_path / "nan.pt"
+    torch.save(ckpt, bad)
+    for flags in ([], ["--temperature", "0"]):
+        proc = run_cli("sample", "--checkpoint", str(bad), *flags)
+        assert_one_line_error(proc, "non-finite weights", name)
+        assert proc.stdout == ""  # no NUL bytes, no garbage
+
+
+def test_resuming_with_a_diverging_lr_keeps_the_checkpoint(trained_checkpoint, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(trained_checkpoint.read_bytes())
+    before = ckpt.read_bytes()
+    proc = run_cli(
+        "train", *TINY, "--steps", "60", "--out", str(tmp_path), "--resume", str(ckpt),
+        "--lr", "100", "--sample-tokens", "0",
+    )  # fmt: skip
+    assert_one_line_error(proc, "training diverged at step", "lr 100", f"{ckpt} (step 10)")
+    assert ckpt.read_bytes() == before
+    proc = run_cli("train", *TINY, "--lr", "nan", "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, "lr must be a finite number > 0, got nan")

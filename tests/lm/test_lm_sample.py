@@ -5,7 +5,15 @@ import torch
 from lm_tinymodel import NoCacheLM, TinyLM
 
 from course.lm.config import ModelConfig
-from course.lm.sample import filter_logits, generate, next_token, sample_text
+from course.lm.errors import SamplingError
+from course.lm.sample import (
+    check_generator,
+    check_sampling_options,
+    filter_logits,
+    generate,
+    next_token,
+    sample_text,
+)
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -104,3 +112,100 @@ def test_a_stub_cache_falls_back_to_recompute_with_a_warning():
     with pytest.warns(UserWarning, match="KV cache unusable"):
         out = generate(model, [1, 2, 3], 10, seed=0)
     assert torch.equal(out, generate(model, [1, 2, 3], 10, seed=0, use_cache=False))
+
+
+# -- sampling options: out of range is a ValueError naming the argument ------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_k": -5}, "top_k"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_k": True}, "top_k"),
+        ({"top_p": -1.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": float("nan")}, "top_p"),
+    ],
+)
+def test_out_of_range_options_are_value_errors_naming_the_argument(kwargs, name):
+    model = _model()
+    for call in (
+        lambda: generate(model, [1, 2], 3, **kwargs),
+        lambda: next_token(torch.zeros(1, 256), **kwargs),
+        lambda: check_sampling_options(**kwargs),
+    ):
+        with pytest.raises(ValueError, match=f"^{name} must be") as info:
+            call()
+        assert isinstance(info.value, SamplingError)
+    if "temperature" not in kwargs:
+        with pytest.raises(SamplingError, match=name):
+            filter_logits(torch.zeros(1, 4), **kwargs)
+
+
+def test_bad_lengths_and_prompts_are_value_errors():
+    model = _model()
+    with pytest.raises(SamplingError, match="max_new_tokens"):
+        generate(model, [1, 2], -1)
+    with pytest.raises(SamplingError, match=r"prompt ids must be in \[0, 256\)"):
+        generate(model, [1, 300], 2)
+    with pytest.raises(SamplingError, match="integer token ids"):
+        generate(model, torch.tensor([0.5, 1.0]), 2)
+    assert torch.equal(generate(model, [1, 2], 0), torch.tensor([1, 2]))
+
+
+def test_top_p_zero_keeps_only_the_most_likely_token():
+    logits = torch.tensor([[0.3, 2.0, 2.0, -1.0], [5.0, 1.0, 0.0, 5.0]])  # ties at the top
+    kept = torch.isfinite(filter_logits(logits, top_p=0.0))
+    assert kept.tolist() == [[False, True, False, False], [True, False, False, False]]
+    assert kept.float().argmax(-1).tolist() == logits.argmax(-1).tolist()  # argmax's choice
+    model = _model()
+    greedy = generate(model, [5, 6, 7], 40, temperature=0)
+    for use_cache in (True, False):
+        nucleus = generate(model, [5, 6, 7], 40, top_p=0.0, seed=3, use_cache=use_cache)
+        assert torch.equal(nucleus, greedy)
+    top1 = generate(model, [5, 6, 7], 40, top_k=1, seed=3)
+    assert torch.equal(top1, greedy)
+
+
+def test_cached_and_recomputed_sampling_agree_past_the_context():
+    model = _model(context_length=16)
+    kw = dict(temperature=1.0, top_k=40, top_p=0.95, seed=5)
+    cached = generate(model, list(range(10)), 48, **kw)
+    assert torch.equal(cached, generate(model, list(range(10)), 48, use_cache=False, **kw))
+
+
+def test_a_model_with_non_finite_logits_is_refused():
+    model = _model()
+    with torch.no_grad():
+        model.embed.weight[3, 0] = float("nan")
+    for temperature in (0.0, 1.0):
+        with pytest.raises(SamplingError, match="not finite"):
+            generate(model, [3, 4], 5, temperature=temperature)
+
+
+def test_generators_cpu_for_any_model_or_on_the_models_device():
+    model = _model()
+    g = torch.Generator().manual_seed(9)
+    a = generate(model, [1, 2], 10, generator=g)
+    assert torch.equal(a, generate(model, [1, 2], 10, seed=9))  # seed = a CPU generator
+    check_generator(torch.Generator(), torch.device("cuda"))  # a CPU one serves any device
+    with pytest.raises(SamplingError, match="torch.Generator"):
+        generate(model, [1, 2], 3, generator=9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_generator_draws_on_the_cuda_model_and_is_refused_for_a_cpu_one():
+    model = _model()
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    with pytest.raises(SamplingError, match="generator is on cuda"):
+        generate(model, [1, 2], 3, generator=gen)
+    model = model.cuda()
+    out = generate(model, [1, 2], 8, generator=torch.Generator(device="cuda").manual_seed(1))
+    again = generate(model, [1, 2], 8, generator=torch.Generator(device="cuda").manual_seed(1))
+    assert out.device.type == "cuda" and torch.equal(out, again)

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from lm_tinymodel import TinyLM
+from lm_tinymodel import InfGradLM, NaNLossLM, NaNValLM, TinyLM
 
 from course.lm.checkpoint import load_checkpoint, save_checkpoint
-from course.lm.errors import CheckpointError
+from course.lm.errors import CheckpointError, PresetError, TrainingDiverged
 from course.lm.protocol import InterfaceError
 from course.lm.train import StopTraining, evaluate, train
 
@@ -202,3 +202,89 @@ def test_presets_are_fresh_copies_and_steps_stretch_the_eval_schedule():
     assert longer.first_eval_step == 2 * PRESETS["cpu"].first_eval_step
     assert longer.eval_interval == 2 * PRESETS["cpu"].eval_interval
     assert TrainConfig.from_dict(longer.to_dict()) == longer
+
+
+# -- a run that diverges stops, says so in one line, and keeps the last good checkpoint -----
+
+
+def _fault_config(tiny_config):
+    tiny_config.steps, tiny_config.eval_interval, tiny_config.log_interval = 20, 3, 5
+    return tiny_config
+
+
+@pytest.mark.parametrize(
+    ("model_cls", "bad_step", "what"),
+    [
+        (NaNLossLM, 8, "the training loss is nan"),
+        (InfGradLM, 8, "the gradient norm is inf"),  # finite loss, clipping on (grad_clip 1.0)
+        (NaNValLM, 9, "the validation loss is nan"),  # the first evaluation after step 8
+    ],
+)
+@pytest.mark.parametrize("check_every_step", [True, False], ids=["cpu-checks", "gpu-checks"])
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    tiny_config, small_corpus, tmp_path, monkeypatch, model_cls, bad_step, what, check_every_step
+):
+    from course.lm.train import Trainer
+
+    setup = Trainer._setup
+
+    def setup_with(self, *args):
+        setup(self, *args)
+        self.check_every_step = check_every_step  # False: read at log steps, as on a GPU
+
+    monkeypatch.setattr(Trainer, "_setup", setup_with)
+    model_cls.fault_step = 8
+    config = _fault_config(tiny_config)
+    with pytest.raises(TrainingDiverged) as info:
+        train(model_cls, config, small_corpus, out_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"training diverged at step {bad_step}: {what}" in message
+    ckpt_path = tmp_path / "ckpt.pt"
+    assert f"the last good checkpoint is {ckpt_path} (step 6)" in message
+    ckpt = load_checkpoint(ckpt_path)  # loads: every weight is finite
+    assert ckpt["step"] == 6
+    assert json.loads((tmp_path / "log.json").read_text())["step"] == 6
+
+
+def test_divergence_before_any_save_says_nothing_was_saved(tiny_config, small_corpus, tmp_path):
+    tiny_config.lr, tiny_config.steps = 100.0, 40  # nan gradients from step 14 (cpu-tiny)
+    with pytest.raises(TrainingDiverged, match=r"at step \d+: .* no checkpoint was saved"):
+        train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_resuming_a_good_checkpoint_with_a_diverging_lr_leaves_it_untouched(
+    tiny_config, small_corpus, tmp_path
+):
+    tiny_config.steps = 30
+    train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path, until_step=10, progress=False)
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    tiny_config.lr = 100.0
+    with pytest.raises(TrainingDiverged) as info:
+        train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path,
+              resume=tmp_path / "ckpt.pt", progress=False)  # fmt: skip
+    assert f"the last good checkpoint is {tmp_path / 'ckpt.pt'} (step 10)" in str(info.value)
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lr", float("nan")), ("lr", 0.0), ("lr", float("inf")), ("steps", 0), ("grad_clip", -1.0)],
+)
+def test_settings_that_cannot_train_are_refused(tiny_config, small_corpus, field, value):
+    setattr(tiny_config, field, value)
+    with pytest.raises(PresetError, match=field):
+        train(TinyLM, tiny_config, small_corpus, progress=False)
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused(tiny_config, small_corpus, tmp_path):
+    tiny_config.steps = 2
+    train(TinyLM, tiny_config, small_corpus, out_dir=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    ckpt["model"]["blocks.0.qkv.weight"][0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", {k: v for k, v in ckpt.items() if k != "format"})
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(blocks.0.qkv.weight"):
+        load_checkpoint(tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        train(TinyLM, tiny_config, small_corpus, resume=tmp_path / "nan.pt", progress=False)
