@@ -240,6 +240,7 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     if not callable(fn):
         outcome.error = f"is not a function (got a {type(fn).__name__})"
         return outcome
+    _warm_up_dispatch_modes()
     try:
         with time_limit(watch.time_limit_s):
             outcome.plain = _watched_call(fn, call, watch, outcome)
@@ -260,6 +261,19 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     except Exception as exc:  # noqa: BLE001 - anything the learner's code raises is a verdict
         outcome.error = f"raised {type(exc).__name__}: {_short(str(exc))}"
     return outcome
+
+
+_warmed_up = False
+
+
+def _warm_up_dispatch_modes() -> None:
+    """The first operation under a TorchDispatchMode imports torch._dynamo, which takes seconds
+    (15 s on a busy machine): pay that once per process, outside every call's time limit."""
+    global _warmed_up
+    if not _warmed_up:
+        _warmed_up = True
+        with ForbiddenOps(frozenset()):
+            torch.zeros(1) + 1
 
 
 class _Problem(Exception):
