@@ -42,16 +42,34 @@ system-deps:
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) $(ROOT_FLAG) $(ARGS)
+# What nbgrader shows in the Lab (course/lab_profile.py): an instructor's checkout (it has
+# autograder/) gets every nbgrader tool; a student's bundle gets the Validate button, and the
+# Assignment List only where an exchange is set up. `make lab LAB_PROFILE=student` previews it.
+LAB_PROFILE ?= $(if $(wildcard autograder/__init__.py),instructor,student)
+LAB_CONFIG   = $(CURDIR)/$(VENV)/lab-config/$(LAB_PROFILE)
 
+lab: setup
+	@$(BIN)/python -m course.lab_profile $(LAB_PROFILE) $(LAB_CONFIG)
+	JUPYTER_CONFIG_PATH="$(LAB_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(BIN)/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) $(ROOT_FLAG) $(ARGS)
+
+# The test suite lives in the instructor's checkout (tests/); a student's bundle runs the
+# student-side self-test instead (course/selftest.py: the environment, the lessons' checks and
+# widgets, the Lab's configuration; no answers needed).
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -d tests ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else echo "==> no tests/ here (the test suite belongs to the instructor's checkout): running the student self-test"; \
+	  $(BIN)/python -m course.selftest; fi
+
+# The instructor's commands need autograder/ and solutions/, which a student's bundle lacks.
+INSTRUCTOR_ONLY = @test -d autograder -a -d solutions || { echo "make $@ is an instructor's command: this checkout has no autograder/ or solutions/"; exit 2; }
 
 release: setup
+	$(INSTRUCTOR_ONLY)
 	$(BIN)/python -m autograder release
 
 grade: setup
+	$(INSTRUCTOR_ONLY)
 	$(BIN)/python -m autograder grade $(ARGS)
 
 train: setup
@@ -59,7 +77,7 @@ train: setup
 
 bench: setup
 	$(BIN)/python -m course.lm bench $(ARGS)
-	$(BIN)/python -m autograder bench
+	@if [ -d autograder ]; then $(BIN)/python -m autograder bench; fi
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

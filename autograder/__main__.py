@@ -1,7 +1,8 @@
 """python -m autograder COMMAND: the instructor's tools (see the README's instructor section).
 
 release                      regenerate course/ from solutions/
-collect SOURCE               import a folder or an LMS zip into <root>/submitted
+collect SOURCE               import a folder or an LMS export (Canvas, Moodle, Blackboard,
+                             Brightspace, Gradescope) into <root>/submitted
 grade [--lesson L] [-j N]    autograde in parallel, sandboxed, into nbgrader's gradebook
 feedback                     one HTML page per student and lesson (no hidden-test source)
 export                       nbgrader's CSV and an LMS-importable CSV
@@ -20,6 +21,16 @@ from pathlib import Path
 from autograder.nbgrader_config import REPO
 
 DEFAULT_ROOT = REPO / "grading"
+# autograder.collect.LAYOUTS, listed here so that `--help` does not import the collector.
+COLLECT_LAYOUTS = (
+    "gradescope",
+    "moodle",
+    "canvas",
+    "blackboard",
+    "brightspace",
+    "folder",
+    "generic",
+)
 
 
 def _lessons(args) -> list[str]:
@@ -43,18 +54,27 @@ def cmd_release(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from autograder.collect import DEFAULT_ID_PATTERN, collect
+    from autograder.collect import CollectStopped, collect
+    from autograder.submissions import ledger_path
 
-    report = collect(
-        Path(args.source),
-        args.root,
-        _lessons(args),
-        args.lesson[0] if args.lesson else None,
-        args.id_pattern or DEFAULT_ID_PATTERN,
-        args.replace,
-    )
+    lessons = _lessons(args)
+    if args.lesson and len(args.lesson) > 1:
+        raise ValueError("collect takes one --lesson: an export holds one lesson")
+    try:
+        report = collect(
+            Path(args.source),
+            args.root,
+            lessons,
+            args.lesson[0] if args.lesson else None,
+            args.id_pattern,
+            args.replace,
+            args.layout,
+        )
+    except CollectStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.summary())
-    print(f"details: {args.root / 'reports' / 'collect.json'}")
+    print(f"every file offered, this collect and earlier ones: {ledger_path(args.root)}")
     return 0
 
 
@@ -156,8 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("lessons", nargs="*")
     col = sub.add_parser("collect", help="import submissions from a folder or an LMS zip")
     col.add_argument("source")
-    col.add_argument("--id-pattern", help="regex with a (?P<student>...) group, for zip names")
-    col.add_argument("--replace", action="store_true", help="empty submitted/ first")
+    col.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", *COLLECT_LAYOUTS],
+        help="how the export names files (default: recognised from the names)",
+    )
+    col.add_argument(
+        "--id-pattern",
+        help="regex with a (?P<student>...) group, searched in each file name (then its path)",
+    )
+    col.add_argument(
+        "--replace",
+        action="store_true",
+        help="submitted/ holds exactly this collect afterwards (earlier ones stay in the ledger)",
+    )
     gr = sub.add_parser("grade", help="autograde submissions in parallel")
     gr.add_argument(
         "--workers", "-j", type=int, default=0, help="parallel workers (default: cores)"

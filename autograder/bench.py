@@ -65,7 +65,7 @@ def time_ours(work: Path, batch: list, workers: int) -> tuple[float, dict]:
     start = time.perf_counter()
     results = grading.grade(root, [LESSON], workers=workers, force=True, settings=settings)
     elapsed = time.perf_counter() - start
-    return elapsed, {r["student"]: {g: c["points"] for g, c in r["cells"].items()} for r in results}
+    return elapsed, {r.student: {g: c.points for g, c in r.cells.items()} for r in results}
 
 
 def main(n: int = 8, workers: int = 2) -> int:

@@ -26,7 +26,9 @@ def reference_outcome(exercise: Exercise, probe: Probe):
     if probe.expected is not None:
         return to_plain(probe.expected)
     watch = Watch(mutates=exercise.mutates, time_limit_s=600.0)
-    outcome = call_function(exercise.reference, probe.call(), watch)
+    call = probe.call()
+    call.min_calls = {}  # a reference kernel calls no learner function
+    outcome = call_function(exercise.reference, call, watch)
     if not outcome.ok:
         raise RuntimeError(
             f"the reference of {exercise.full_id} failed on '{probe.name}': {outcome.error}"
@@ -51,6 +53,7 @@ def exercise_fixture(lesson: Lesson, exercise: Exercise) -> dict:
                 "kwargs": dump_value(dict(probe.kwargs)),
                 "mode": probe.mode,
                 "grad_seed": probe.grad_seed,
+                "min_calls": probe.min_calls,
                 "tolerance": None if tol is None else [tol.atol, tol.rtol, tol.why],
                 "expected": encode(reference_outcome(exercise, probe)),
                 "mistakes": {
@@ -67,6 +70,7 @@ def exercise_fixture(lesson: Lesson, exercise: Exercise) -> dict:
         "forbidden": exercise.forbidden,
         "forbidden_hint": exercise.forbidden_hint,
         "must_call": list(exercise.must_call),
+        "must_not_call": list(exercise.must_not_call),
         "stand_ins": exercise.stand_ins,
         "mutates": list(exercise.mutates),
         "time_limit_s": exercise.time_limit_s,

@@ -76,12 +76,17 @@ def lesson_notebooks(lesson: str) -> list[Path]:
 def discover(root: Path, lessons: list[str]) -> list[Job]:
     """A job for every student folder in submitted/, per lesson and notebook.
 
-    A lesson folder with one notebook under another name is graded with a note; an absent
-    notebook becomes a job with no submission, so it is reported, not skipped.
+    When a lesson folder holds several notebooks, the one with answers (then the one with
+    the expected name, then the newest) is graded and the others are named in the job's
+    note; an absent notebook becomes a job with no submission, so it is reported, not skipped.
     """
     jobs = []
     base = root / "submitted"
-    students = sorted(p.name for p in base.glob("*") if p.is_dir() and not p.is_symlink())
+    students = sorted(
+        p.name
+        for p in base.glob("*")
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    )
     for student in students:
         for lesson in lessons:
             folder = base / student / lesson
@@ -93,28 +98,11 @@ def discover(root: Path, lessons: list[str]) -> list[Job]:
 
 
 def _job_for(student: str, lesson: str, name: str, folder: Path) -> Job:
-    exact = folder / name
-    if exact.is_file() and not exact.is_symlink():
-        return Job(student, lesson, name, exact)
-    others = sorted(
-        p
-        for p in folder.glob("*.ipynb")
-        if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
-    )
-    if len(others) == 1:
-        return Job(
-            student,
-            lesson,
-            name,
-            others[0],
-            note=f"graded {others[0].name} as {name} (wrong file name)",
-        )
-    if others:
-        listed = ", ".join(p.name for p in others)
-        return Job(
-            student, lesson, name, None, note=f"no {name}; found several notebooks: {listed}"
-        )
-    return Job(student, lesson, name, None, note=f"no notebook {name} in the submission")
+    """The notebook to grade as `name`: see `submissions.choose_notebook` for the ranking."""
+    from autograder.submissions import choose_notebook
+
+    choice = choose_notebook(folder, name, lesson)
+    return Job(student, lesson, name, choice.path, note=choice.note)
 
 
 # ---------------------------------------------------------------- one job (in a worker)
@@ -133,11 +121,29 @@ def result_path(root: Path, lesson: str, student: str) -> Path:
     return root / "results" / lesson / f"{student}.json"
 
 
-@cache
 def grader_fingerprint(lesson: str) -> str:
     """A hash of everything that decides a verdict besides the submission: the grader's code,
-    the comparator and calling protocol, the kernels, and the lesson's declaration/notebook."""
+    the comparator and calling protocol, the kernels, the lesson's declaration and notebook, and
+    the values they hold now (the tolerance table, each exercise's declared settings)."""
+    from course.compare import TOLERANCES
+
+    return _fingerprint(lesson, repr(sorted(TOLERANCES.items())))
+
+
+@cache
+def _fingerprint(lesson: str, tolerances: str) -> str:
+    from autograder.lesson import load_lesson
+
     digest = hashlib.sha256(GRADER_VERSION.encode())
+    digest.update(tolerances.encode())
+    for exercise in load_lesson(lesson).exercises:
+        settings = (
+            exercise.full_id,
+            exercise.points,
+            sorted(exercise.forbidden),
+            exercise.time_limit_s,
+        )
+        digest.update(repr(settings).encode())
     paths = [
         *sorted((REPO / "autograder").glob("*.py")),
         *sorted((REPO / "course").glob("*.py")),

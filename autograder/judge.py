@@ -48,6 +48,7 @@ def _watch(payload: dict) -> Watch:
         forbidden=dict(payload.get("forbidden", {})),
         forbidden_hint=str(payload.get("forbidden_hint", "")),
         must_call=tuple(payload.get("must_call", ())),
+        must_not_call=tuple(payload.get("must_not_call", ())),
         stand_ins={k: FnRef(v).resolve() for k, v in payload.get("stand_ins", {}).items()},
         mutates=tuple(payload.get("mutates", ())),
         time_limit_s=float(payload.get("time_limit_s", 10.0)),
@@ -65,6 +66,7 @@ def run_probes(payload: dict, fn: Callable) -> dict:
             load_value(probe["kwargs"]),
             probe["mode"],
             int(probe["grad_seed"]),
+            {str(k): int(v) for k, v in dict(probe.get("min_calls", {})).items()},
         )
         traced = payload.get("traced") and call.mode == "value" and "moved_of" not in probe
         recorder = Recorder() if traced else None

@@ -72,6 +72,7 @@ class ExercisePlan:
             "forbidden": ex.forbidden,
             "forbidden_hint": ex.forbidden_hint,
             "must_call": list(ex.must_call),
+            "must_not_call": list(ex.must_not_call),
             "stand_ins": ex.stand_ins,
             "mutates": list(ex.mutates),
             "time_limit_s": ex.time_limit_s,
@@ -101,6 +102,7 @@ def _call_payload(probe: Probe, args, kwargs, moved_of: int | None = None) -> di
         "kwargs": dump_value(dict(kwargs)),
         "mode": probe.mode,
         "grad_seed": probe.grad_seed,
+        "min_calls": probe.min_calls,
     }
     if moved_of is not None:
         entry["moved_of"] = moved_of
@@ -111,6 +113,7 @@ def _reference(exercise: Exercise, probe: Probe, args=None, kwargs=None) -> Any:
     if probe.expected is not None and args is None:
         return to_plain(probe.expected)
     call = probe.call()
+    call.min_calls = {}  # a reference kernel calls no learner function
     if args is not None:
         call.args, call.kwargs = args, kwargs
     outcome = call_function(

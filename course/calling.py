@@ -74,6 +74,8 @@ class Call:
     kwargs: dict = field(default_factory=dict)
     mode: str = "value"  # "value" or "grad"
     grad_seed: int = 0
+    # Learner functions this call must use at least so often (e.g. once per block).
+    min_calls: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +106,12 @@ class ForbiddenOps(TorchDispatchMode):
     """Raises `ForbiddenCall` at the first forbidden ATen operator, whatever Python name (or
     alias, or functional form) reached it. Advisory inside a learner's kernel: the class grader
     decides from a recorded trace instead (see `course.trace`)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here runs under torch.compile; PyTorch's default wraps __torch_dispatch__ for
+        # dynamo, which imports torch._dynamo on first use (seconds in every kernel).
+        return False
 
     def __init__(self, names: frozenset[str]):
         super().__init__()
@@ -226,6 +234,7 @@ class Watch:
     forbidden: dict[str, str] = field(default_factory=dict)  # ATen name -> friendly name
     forbidden_hint: str = ""
     must_call: tuple[str, ...] = ()
+    must_not_call: tuple[str, ...] = ()
     stand_ins: dict[str, Callable] = field(default_factory=dict)
     mutates: tuple[int, ...] = ()  # argument positions the function may write into
     time_limit_s: float = 10.0
@@ -240,7 +249,8 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     if not callable(fn):
         outcome.error = f"is not a function (got a {type(fn).__name__})"
         return outcome
-    _warm_up_dispatch_modes()
+    if watch.forbidden or watch.recorder is not None:
+        _warm_up_dispatch()
     try:
         with time_limit(watch.time_limit_s):
             outcome.plain = _watched_call(fn, call, watch, outcome)
@@ -263,17 +273,18 @@ def call_function(fn: Callable, call: Call, watch: Watch | None = None) -> Outco
     return outcome
 
 
-_warmed_up = False
+_WARMED_UP = False
 
 
-def _warm_up_dispatch_modes() -> None:
-    """The first operation under a TorchDispatchMode imports torch._dynamo, which takes seconds
-    (15 s on a busy machine): pay that once per process, outside every call's time limit."""
-    global _warmed_up
-    if not _warmed_up:
-        _warmed_up = True
+def _warm_up_dispatch() -> None:
+    """Pay, once and outside any time limit, for what the first operation under a dispatch mode
+    imports (torch._dynamo: seconds on a slow or busy machine), so that a learner's first
+    check never times out because of it."""
+    global _WARMED_UP
+    if not _WARMED_UP:
         with ForbiddenOps(frozenset()):
-            torch.zeros(1) + 1
+            torch.zeros(1).add(1)
+        _WARMED_UP = True
 
 
 class _Problem(Exception):
@@ -291,11 +302,11 @@ def _watched_call(fn: Callable, call: Call, watch: Watch, outcome: Outcome) -> A
     ]
     namespace = getattr(fn, "__globals__", {}) or {}
     swaps = {name: _stand_in(name, f, watch) for name, f in watch.stand_ins.items()}
-    for name in watch.must_call:
-        if name in namespace and name not in swaps:
-            swaps[name] = _counting(name, namespace[name], outcome.calls)
-        elif name in swaps:
+    for name in {*watch.must_call, *watch.must_not_call, *call.min_calls}:
+        if name in swaps:
             swaps[name] = _counting(name, swaps[name], outcome.calls)
+        elif name in namespace:
+            swaps[name] = _counting(name, namespace[name], outcome.calls)
     with ExitStack() as stack:
         stack.enter_context(swapped_globals(fn, swaps))
         if call.mode == "grad":
@@ -309,14 +320,27 @@ def _watched_call(fn: Callable, call: Call, watch: Watch, outcome: Outcome) -> A
             if watch.recorder is not None:
                 watch.recorder.set_output(out)
             result = out
-    for name in watch.must_call:
-        if not outcome.calls.get(name):
-            raise _Problem(f"never calls your `{name}`: this exercise is about building on it")
+    _check_calls(call, watch, outcome.calls)
     _check_unmodified(before, args)
     try:
         return to_plain(result)
     except TypeError as exc:
         raise _Problem(str(exc)) from None
+
+
+def _check_calls(call: Call, watch: Watch, calls: dict[str, int]) -> None:
+    for name in watch.must_call:
+        if not calls.get(name):
+            raise _Problem(f"never calls your `{name}`: this exercise is about building on it")
+    for name, least in call.min_calls.items():
+        if calls.get(name, 0) < least:
+            raise _Problem(
+                f"calls your `{name}` {calls.get(name, 0)} time(s) on this input, where the "
+                f"algorithm needs {least} (one per block)"
+            )
+    for name in watch.must_not_call:
+        if calls.get(name):
+            raise _Problem(f"calls your `{name}`, which this exercise must do without")
 
 
 def _check_unmodified(before: list, args: tuple) -> None:

@@ -279,7 +279,12 @@ def _fixture(lesson: str) -> dict:
 def _case_call(case: dict) -> Call:
     args = load_value(case["args"])
     return Call(
-        case["name"], tuple(args), load_value(case["kwargs"]), case["mode"], case["grad_seed"]
+        case["name"],
+        tuple(args),
+        load_value(case["kwargs"]),
+        case["mode"],
+        case["grad_seed"],
+        {str(k): int(v) for k, v in case.get("min_calls", {}).items()},
     )
 
 
@@ -288,6 +293,7 @@ def _watch(spec: dict) -> Watch:
         forbidden=spec["forbidden"],
         forbidden_hint=spec["forbidden_hint"],
         must_call=tuple(spec["must_call"]),
+        must_not_call=tuple(spec.get("must_not_call", ())),
         stand_ins={k: FnRef(v).resolve() for k, v in spec["stand_ins"].items()},
         mutates=tuple(spec["mutates"]),
         time_limit_s=spec["time_limit_s"],
@@ -319,7 +325,9 @@ def _looks_like(spec: dict, case: dict, plain, error: str | None, earlier: list[
         found = known_mistake(plain, error, mistakes, _tolerance(case))
         if found is None or len(hints) >= 2:
             return hints
-        hints.append(spec["mistakes"][found])
+        # Mistakes that behave alike may share a hint (one explanation, several spellings).
+        if spec["mistakes"][found] not in hints:
+            hints.append(spec["mistakes"][found])
         mistakes.pop(found)
 
 
@@ -375,7 +383,7 @@ def check(exercise_id: str, fn: Callable, *, quiet: bool = False) -> None:
             )
             if call.kwargs:
                 lines.append(
-                    f"            {', '.join(f'{k}={v!r}' for k, v in call.kwargs.items())}"
+                    f"            {', '.join(f'{k}={abbrev(v)}' for k, v in call.kwargs.items())}"
                 )
             lines.extend(problem)
             raise CheckFailed("\n".join(lines))

@@ -309,13 +309,19 @@ def _kind(plain: Any) -> str:
 _NUMBERS = ("int", "float", "bool")
 
 
+def _is_python(plain: dict) -> bool:
+    """A Python number. A boolean *tensor* is labelled "bool" too; only a 0-d one can be a
+    Python bool (a mask of shape (3, 3) returned as float is a dtype mistake, not a type one)."""
+    return plain["dtype"] in _NUMBERS and (plain["dtype"] != "bool" or plain["array"].ndim == 0)
+
+
 def _compare_arrays(
     want: dict, got: dict, tolerance: Tolerance | None, path: str
 ) -> Mismatch | None:
     if "array" not in got:
         return Mismatch("type", f"expected {_kind(want)}, got {_kind(got)}", path)
     w, g = want["array"], got["array"]
-    want_python, got_python = want["dtype"] in _NUMBERS, got["dtype"] in _NUMBERS
+    want_python, got_python = _is_python(want), _is_python(got)
     if want_python != got_python:
         return Mismatch("type", f"expected {_kind(want)}, got {_kind(got)}", path)
     if not want_python and got["dtype"] != want["dtype"]:
@@ -379,7 +385,7 @@ def _compare_exact(w: np.ndarray, g: np.ndarray, path: str) -> Mismatch | None:
         return Mismatch(
             "values",
             f"{int(bad.sum())} of {w.size} entries differ; first at index {at}: expected "
-            f"{w[at]!r}, got {g[at]!r}",
+            f"{w[at].item()!r}, got {g[at].item()!r}",
             path,
             at,
             brief=f"{int(bad.sum())} of {w.size} entries differ; first at index {at}",

@@ -51,9 +51,12 @@ class Probe:
     grad_seed: int = 0
     tolerance: Tolerance | None = None
     expected: Any = None
+    min_calls: dict[str, int] = field(default_factory=dict)
 
     def call(self) -> Call:
-        return Call(self.name, self.args, dict(self.kwargs), self.mode, self.grad_seed)
+        return Call(
+            self.name, self.args, dict(self.kwargs), self.mode, self.grad_seed, dict(self.min_calls)
+        )
 
 
 @dataclass(kw_only=True)
@@ -89,6 +92,7 @@ class Exercise:
     forbidden: dict[str, str] = field(default_factory=dict)
     forbidden_hint: str = ""
     must_call: tuple[str, ...] = ()
+    must_not_call: tuple[str, ...] = ()
     stand_ins: dict[str, str] = field(default_factory=dict)
     uses: tuple[str, ...] = ()
     mutates: tuple[int, ...] = ()
@@ -109,6 +113,7 @@ class Exercise:
             forbidden=dict(self.forbidden),
             forbidden_hint=self.forbidden_hint,
             must_call=self.must_call,
+            must_not_call=self.must_not_call,
             stand_ins={k: FnRef(v).resolve() for k, v in self.stand_ins.items()}
             if stand_ins
             else {},

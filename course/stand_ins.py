@@ -1,10 +1,13 @@
-"""Built-in equivalents of learner functions, used while judging a *later* exercise.
+"""Built-in equivalents of earlier exercises, used while judging a later one on its own.
 
-When an exercise calls a function the learner wrote earlier, the checks swap that function for
-one of these (`Exercise.stand_ins`), so that the exercise is judged on its own: a mistake in
-the earlier function costs that function's points, not every exercise built on it. Nothing here
-answers an exercise: each is PyTorch's own operation, which the exercise it stands in for asks
-the learner not to call.
+When an exercise calls a learner function from an earlier exercise (lesson 02's
+`scaled_dot_product_attention` calls `attention_weights`, lesson 03's `masked_attention`
+calls `masked_softmax`), the checks replace that function by one of these for the duration
+of the call (`Exercise.stand_ins`, see `course.calling`), so that a mistake costs its own
+exercise's points and not those of every exercise built on it.
+
+Nothing here is an answer: each is a thin wrapper around a PyTorch built-in that the exercise
+it stands in for forbids, or that the lesson's prose shows.
 """
 
 from __future__ import annotations
@@ -12,7 +15,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_weights", "attention_entropy"]
+__all__ = ["masked_softmax", "attention_weights", "attention_entropy"]
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PyTorch's attention as a masked softmax over the last dim (lesson 03's convention).
+
+    With keys and values the identity and a scale of 1, `softmax(S I^T) I` is the softmax of
+    the scores `S` themselves; `F.scaled_dot_product_attention` gives rows that may attend to
+    nothing all-zero weights (PyTorch pull request #131060, `_safe_softmax`).
+
+    scores: float `(..., q_len, k_len)`; mask: bool, True = may attend, broadcastable to scores.
+    Returns the weights, shape and dtype of `scores`. Raises TypeError when `mask` is not a
+    boolean tensor (None included: the exercise's `masked_softmax` takes a mask).
+    """
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = "None" if mask is None else getattr(mask, "dtype", type(mask).__name__)
+        raise TypeError(f"masked_softmax needs a boolean mask (True = may attend), got {got}")
+    # SDPA wants a mask of at least (q_len, k_len): broadcast both first, as masked_fill would.
+    shape = torch.broadcast_shapes(mask.shape, scores.shape)
+    scores, mask = scores.expand(shape), mask.expand(shape)
+    eye = torch.eye(scores.shape[-1], dtype=scores.dtype).expand(*scores.shape[:-2], -1, -1)
+    return F.scaled_dot_product_attention(scores, eye, eye, attn_mask=mask, scale=1.0)
 
 
 def attention_weights(q, k, mask=None, scale=None):

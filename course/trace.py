@@ -46,6 +46,12 @@ class Untraceable(Exception):
 
 
 class _Mode(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here runs under torch.compile; PyTorch's default wraps __torch_dispatch__ for
+        # dynamo, which imports torch._dynamo on first use (seconds in every kernel).
+        return False
+
     def __init__(self, recorder: Recorder):
         super().__init__()
         self.recorder = recorder

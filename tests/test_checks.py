@@ -35,7 +35,7 @@ def test_failure_names_case_input_expected_got_and_hint():
         "expected:",
         "got:",
         "hint:     do not add one",
-        "largest |difference| 1",
+        "largest |error| 1",
     ]:
         assert part in message
 
@@ -43,10 +43,10 @@ def test_failure_names_case_input_expected_got_and_hint():
 @pytest.mark.parametrize(
     "case, fragment",
     [
-        (checks.close("c", lambda: torch.zeros(3), torch.zeros(2)), "wrong shape"),
-        (checks.close("c", lambda: torch.zeros(2).double(), torch.zeros(2)), "wrong dtype"),
+        (checks.close("c", lambda: torch.zeros(3), torch.zeros(2)), r"shape \(3,\), expected \(2,\)"),
+        (checks.close("c", lambda: torch.zeros(2).double(), torch.zeros(2)), "dtype float64, expected float32"),
         (checks.close("c", lambda: torch.tensor([float("nan"), 0.0]), torch.zeros(2)), "NaN"),
-        (checks.close("c", lambda: "text", torch.zeros(2)), "expected a tensor"),
+        (checks.close("c", lambda: "text", torch.zeros(2)), "expected a float32 tensor"),
         (checks.close("c", lambda: 1 / 0, torch.zeros(2)), "raised ZeroDivisionError"),
         (checks.equal("c", lambda: torch.tensor([1, 2]), torch.tensor([1, 3])), "not equal"),
         (checks.true("c", lambda: False, message="nope"), "nope"),

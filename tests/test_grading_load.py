@@ -14,10 +14,17 @@ import nbformat
 import pytest
 
 from autograder import grading, sandbox
-from tests.mutants.lesson01 import MUTANTS
+from autograder.lesson import load_lesson
 from tests.notebooks import load, save, with_cell
 
 LESSON, NB = "01-softmax", "softmax"
+# name -> (answer cell, source) for every graded known mistake of the lesson.
+MUTANTS = {
+    m.id: (e.answer_cell, m.source)
+    for e in load_lesson(LESSON).exercises
+    for m in e.mistakes
+    if m.graded
+}
 pytestmark = pytest.mark.slow
 SOLUTION = load("solutions", LESSON, NB)
 BLANK = load("course", LESSON, NB)
@@ -32,13 +39,18 @@ HOSTILE = [
 
 def mistake_combinations(rng: random.Random, count: int = 12) -> list[list[str]]:
     """A dozen typical ways of getting one to three exercises wrong."""
-    return [rng.sample(sorted(MUTANTS), rng.randint(1, 3)) for _ in range(count)]
+    combos = []
+    while len(combos) < count:
+        names = rng.sample(sorted(MUTANTS), rng.randint(1, 3))
+        if len({MUTANTS[n][0] for n in names}) == len(names):  # one mistake per answer cell
+            combos.append(names)
+    return combos
 
 
 def partly_wrong(names: list[str]):
     nb = SOLUTION
     for name in names:
-        grade_id, _, _, source = MUTANTS[name]
+        grade_id, source = MUTANTS[name]
         nb = with_cell(nb, grade_id, source)
     return nb
 
@@ -89,27 +101,25 @@ def test_a_class_of_200_is_fully_accounted_for(tmp_path):
         root=tmp_path, limits=sandbox.Limits(cell_timeout_s=15, notebook_timeout_s=240)
     )
     results = {
-        r["student"]: r for r in grading.grade(tmp_path, [LESSON], workers=2, settings=settings)
+        r.student: r for r in grading.grade(tmp_path, [LESSON], workers=2, settings=settings)
     }
     assert set(results) == set(kinds)
-    full = results[next(s for s, k in kinds.items() if k == "correct")]["max_score"]
+    full = results[next(s for s, k in kinds.items() if k == "correct")].max_score
     for student, kind in kinds.items():
         result = results[student]
         if kind in ("correct", "wrong-name", "hostile-1", "hostile-4"):
-            assert result["score"] == full, (student, result)
+            assert result.score == full, (student, result)
         elif kind == "blank":
-            assert result["score"] == 0
+            assert result.score == 0
         elif kind == "partly-wrong":
-            assert result["status"] == "graded" and 0 <= result["score"] < full
+            assert result.status == "graded" and 0 <= result.score < full
         elif kind == "malformed":
-            assert result["status"] == "unreadable" and result["reason"]
+            assert result.status == "unreadable" and result.reason
         elif kind == "missing":
-            assert result["status"] == "missing" and result["reason"]
+            assert result.status == "missing" and result.reason
         elif kind.startswith("hostile"):
-            assert result["status"] == "graded"
+            assert result.status == "graded"
             if not HOSTILE[int(kind.split("-")[1])].startswith("print"):
-                assert result["findings"], result
-    executed = sum(
-        1 for r in results.values() if r.get("status") == "graded" and not r.get("shared_run")
-    )
+                assert result.findings, result
+    executed = sum(1 for r in results.values() if r.status == "graded" and not r.shared_run)
     print(f"\n200 submissions, {executed} distinct executions")

@@ -113,6 +113,37 @@ def test_lesson_header_states_the_total_points_and_has_six_exercises(path):
         ), heading
 
 
+def _short(x: float) -> str:
+    """1e-05 -> 1e-5, as a header writes a tolerance."""
+    return re.sub(r"e-0*(\d)", r"e-\1", f"{x:.0e}")
+
+
+DECLARED = sorted(p.parent.name for p in (REPO / "solutions").glob("[0-9][0-9]-*/exercises.py"))
+
+
+@pytest.mark.parametrize("lesson", DECLARED)
+def test_header_counts_and_precision_come_from_the_declaration(lesson):
+    """The header states the points, the exercises and graded tests, and the precision each
+    dtype is judged at, all as the declaration and course.compare.TOLERANCES have them."""
+    from autograder.lesson import load_lesson, notebook_path
+    from course.compare import TOLERANCES
+
+    declared = load_lesson(lesson)
+    header = nbformat.read(notebook_path(declared), as_version=4).cells[0].source
+    assert f"Total: {declared.total_points:g} points" in header
+    functions = len({e.function for e in declared.exercises})
+    tests = len(declared.exercises)
+    assert re.search(rf"\b{functions} exercises\b", header), (
+        f"the header must say {functions} exercises"
+    )
+    if tests != functions:
+        assert re.search(rf"\b{tests} graded tests\b", header), f"and {tests} graded tests"
+    for dtype in ["float64", "float32", "bfloat16", "float16"]:
+        tol = TOLERANCES[dtype]
+        stated = f"{dtype} atol {_short(tol.atol)}, rtol {_short(tol.rtol)}"
+        assert stated in header, f"the header must state the precision: {stated!r}"
+
+
 def test_release_strips_solutions_and_hidden_tests():
     for path in released_notebooks():
         text = path.read_text()

@@ -13,6 +13,7 @@ from course.widgets import attention_explorer, masking_explorer
 from course.widgets.attention import SCORE_LIMIT
 from solutions.kernels import attention as A
 from solutions.kernels import masks as M
+from solutions.kernels.causality import leaks_future
 
 
 def weights(q, k, mask=None, scale=None):
@@ -229,3 +230,74 @@ def test_nothing_renders_under_nbgrader(monkeypatch):
         assert list(w._repr_mimebundle_()) == ["text/plain"] and w.show() is None
     monkeypatch.delenv("NBGRADER_EXECUTION")
     assert "application/vnd.jupyter.widget-view+json" in explorer()._repr_mimebundle_()
+
+
+def test_padding_with_zero_real_tokens_gives_empty_rows_of_zeros():
+    w = explorer()
+    assert w.length.min == 0
+    w.padding.value, w.length.value = True, 0
+    assert w.error is None and w.state["empty_rows"] == list(range(10))
+    assert w.state["empty_rows_zero"] and w.state["nan_rows"] == []
+    assert not w.state["leak"] and w.state["warnings"] == []
+
+
+def test_a_padding_mask_that_admits_one_extra_column_is_flagged():
+    def off_by_one(lengths, max_len=None):
+        lengths = torch.as_tensor(lengths)
+        return (torch.arange(max_len)[None, :] <= lengths[:, None])[:, None, None, :]
+
+    w = explorer(padding_fn=off_by_one)
+    w.padding.value, w.length.value = True, 4
+    assert "admits 5 key columns for 4 real tokens" in w.readout.value
+    assert "j &lt; length" in w.readout.value  # escaped HTML
+    w.padding.value = False
+    assert w.state["warnings"] == []
+    assert "admits" not in explorer().readout.value
+
+
+def test_scan_every_token_asks_the_learners_leaks_future():
+    verdicts = []
+
+    def spy(layer, x):
+        out = leaks_future(layer, x)
+        verdicts.append(out)
+        return out
+
+    w = explorer(leaks_fn=spy)
+    w.scan.value = True
+    scan = w.state["scan"]
+    assert scan["leaky_tokens"] == [] and scan["verdict"] is False and verdicts == [False]
+    assert torch.equal(scan["moved"], ~torch.ones(10, 10, dtype=torch.bool).tril(-1))
+    assert "agrees with the scan" in w.readout.value
+    w.causal.value = False
+    assert w.state["scan"]["verdict"] is True and w.state["scan"]["leaky_tokens"] == list(
+        range(1, 10)
+    )
+    assert "agrees with the scan" in w.readout.value
+
+
+def test_scan_shows_when_the_learners_leaks_future_disagrees():
+    def never(layer, x):
+        return False
+
+    w = explorer(leaks_fn=never)
+    w.scan.value, w.causal.value = True, False
+    assert "⚠ your leaks_future says False, but the scan found leak" in w.readout.value
+    w = explorer(leaks_fn=lambda layer, x: (_ for _ in ()).throw(NotImplementedError()))
+    w.scan.value = True
+    assert "not written yet" in w.readout.value
+    w = explorer()
+    w.scan.value = True
+    assert "pass your <code>leaks_future</code>" in w.readout.value
+
+
+def test_scan_catches_a_leak_only_the_last_token_reveals():
+    def peek_last(q, k, v, mask=None):
+        out = attention(q, k, v, mask)
+        return out + 0.1 * v[..., -1:, :]
+
+    w = explorer(attention_fn=peek_last, leaks_fn=leaks_future)
+    w.token.value = 5
+    assert not w.state["leak"]  # perturbing token 5 does not show it
+    w.scan.value = True
+    assert w.state["scan"]["leaky_tokens"] == [9] and w.state["scan"]["verdict"] is True

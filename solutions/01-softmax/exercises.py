@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from course.compare import Tolerance
@@ -26,6 +28,13 @@ LOSS_OPS = {
     "cross_entropy_loss": "cross_entropy (F.cross_entropy)",
 }
 HINT = "Build it from torch.exp, torch.log, max and sum (and your own functions above)."
+# The hint of every "computed in float32 whatever the input" mistake: float64 is judged at
+# course.compare.TOLERANCES["float64"] (atol 1e-10, rtol 1e-8), which float32 (about 7
+# significant digits) cannot meet.
+FLOAT64_HINT = (
+    "float64 inputs are judged at atol 1e-10, rtol 1e-8, and a computation done in float32 is "
+    "right to only about 1e-7: upcast float16/bfloat16 to float32, but compute float64 in float64"
+)
 NEG_INF = float("-inf")
 # A loss over logits of size 1e4 is itself about 1e4: float32 rounds it to ~1e-3.
 HUGE_LOSS = Tolerance(1e-3, 1e-4, "logits of size 1e4 give losses whose float32 spacing is 1e-3")
@@ -65,6 +74,27 @@ def softmax(x, dim=-1):
         source="""
 def softmax(x, dim=-1):
     e = torch.exp(x - x.max())
+    return e / e.sum(dim=dim, keepdim=True)
+""",
+    ),
+    Mistake(
+        id="softmax-nan-to-num-repair",
+        hint="replacing NaN afterwards (nan_to_num) hides the overflow instead of avoiding it: the "
+        "rows' largest logits get probability 0. Subtract each row's max before exponentiating",
+        source="""
+def softmax(x, dim=-1):
+    e = torch.exp(x)
+    return torch.nan_to_num(e / e.sum(dim=dim, keepdim=True))
+""",
+    ),
+    Mistake(
+        id="softmax-subtracts-mean",
+        hint="subtract the row's max, not its mean or min: only the max makes every exponent "
+        "<= 0 (no overflow) and keeps the largest term at exp(0) = 1 (no 0/0); with -inf "
+        "entries the mean is -inf itself",
+        source="""
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.mean(dim=dim, keepdim=True))
     return e / e.sum(dim=dim, keepdim=True)
 """,
     ),
@@ -122,9 +152,38 @@ def softmax(x, dim=-1):
 """,
     ),
     Mistake(
+        id="softmax-via-log-softmax",
+        hint="exp(log_softmax(x)) (or exp(x - logsumexp(x))) still calls a built-in: write it "
+        "from torch.exp, max and sum",
+        source="""
+def softmax(x, dim=-1):
+    return torch.exp(torch.log_softmax(x, dim))
+""",
+    ),
+    Mistake(
+        id="softmax-sums-whole-tensor",
+        hint="e.sum() adds up the whole tensor, so no row sums to 1: sum along `dim` with "
+        "keepdim=True",
+        source="""
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum()
+""",
+    ),
+    Mistake(
+        id="softmax-float32-for-float64",
+        hint=FLOAT64_HINT,
+        source="""
+def softmax(x, dim=-1):
+    xc = x.float()
+    e = torch.exp(xc - xc.amax(dim=dim, keepdim=True))
+    return (e / e.sum(dim=dim, keepdim=True)).to(x.dtype)
+""",
+    ),
+    Mistake(
         id="softmax-breaks-autograd",
-        hint="NumPy (or .item()/.tolist()) cuts the autograd graph: a model could not learn "
-        "through this softmax. Use torch operations throughout",
+        hint="NumPy, .item()/.tolist() or a detached input cut the autograd graph: no gradient "
+        "flows, and a model could not learn through this softmax. Use torch operations throughout",
         source="""
 def softmax(x, dim=-1):
     import numpy as np
@@ -187,6 +246,16 @@ def softmax_stable_visible() -> list[Probe]:
             name="float16 logits around 100 (exp overflows float16)",
             args=((randn(g, 2, 8, scale=4) + 100).half(),),
         ),
+        Probe(
+            name="bfloat16 logits around 300 keep bfloat16",
+            args=((randn(g, 2, 6, scale=4) + 300).bfloat16(),),
+        ),
+        Probe(
+            name="gradient through rows containing -inf (float64): finite, no NaN",
+            args=(_with_neg_inf(randn(g, 3, 6, dtype=torch.float64), g),),
+            mode="grad",
+            grad_seed=5,
+        ),
     ]
 
 
@@ -215,6 +284,16 @@ def softmax_stable_hidden(g: torch.Generator) -> list[Probe]:
             name="huge logits along dim=0",
             args=(randn(g, 6, 4, scale=1e3) + 5e3,),
             kwargs={"dim": 0},
+        ),
+        Probe(
+            name="float64 logits around -1e4 (rows far below -100)",
+            args=(randn(g, 3, 6, scale=10, dtype=torch.float64) - 1e4,),
+        ),
+        Probe(
+            name="gradient through rows containing -inf, huge logits (float64)",
+            args=(_with_neg_inf(randn(g, 4, 7, scale=100, dtype=torch.float64) + 1e4, g),),
+            mode="grad",
+            grad_seed=6,
         ),
     ]
 
@@ -252,6 +331,28 @@ def logsumexp(x, dim=-1):
 """,
     ),
     Mistake(
+        id="logsumexp-max-without-keepdim",
+        hint="x.amax(dim) drops the dimension, so it no longer lines up with x along `dim`: take "
+        "the max with keepdim=True and squeeze at the end",
+        source="""
+def logsumexp(x, dim=-1):
+    m = x.amax(dim=dim)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m + torch.log(torch.exp(x - m.unsqueeze(-1)).sum(dim=dim))
+""",
+    ),
+    Mistake(
+        id="logsumexp-float32-for-float64",
+        hint=FLOAT64_HINT,
+        source="""
+def logsumexp(x, dim=-1):
+    xc = x.float()
+    m = xc.amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return (m + torch.log(torch.exp(xc - m).sum(dim=dim, keepdim=True))).squeeze(dim).to(x.dtype)
+""",
+    ),
+    Mistake(
         id="logsumexp-keeps-dim",
         hint="log-sum-exp reduces `dim` away: a (4, 10) input gives shape (4,), like "
         "torch.logsumexp (squeeze the kept dimension)",
@@ -273,7 +374,9 @@ def logsumexp_visible() -> list[Probe]:
         Probe(name="random logits, shape (4, 10)", args=(randn(g, 4, 10),)),
         Probe(name="huge logits (around +1e4)", args=(randn(g, 2, 6, scale=10) + 1e4,)),
         Probe(name="a row that is entirely -inf gives -inf", args=(all_neg_inf,)),
-        Probe(name="dim=0, float64", args=(randn(g, 5, 3, dtype=torch.float64),), kwargs={"dim": 0}),
+        Probe(
+            name="dim=0, float64", args=(randn(g, 5, 3, dtype=torch.float64),), kwargs={"dim": 0}
+        ),
     ]
 
 
@@ -327,6 +430,27 @@ def log_softmax(x, dim=-1):
 """,
     ),
     Mistake(
+        id="log-softmax-x-minus-logsumexp",
+        hint="x - LSE(x) subtracts two large, nearly equal numbers and keeps only their rounding "
+        "(float16's spacing is 0.0625 at 100): subtract the max first, "
+        "(x - m) - log(sum(exp(x - m)))",
+        source="""
+def log_softmax(x, dim=-1):
+    return x - logsumexp(x, dim).unsqueeze(dim)
+""",
+    ),
+    Mistake(
+        id="log-softmax-float32-for-float64",
+        hint=FLOAT64_HINT,
+        source="""
+def log_softmax(x, dim=-1):
+    xc = x.float()
+    m = xc.amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return ((xc - m) - torch.log(torch.exp(xc - m).sum(dim=dim, keepdim=True))).to(x.dtype)
+""",
+    ),
+    Mistake(
         id="log-softmax-x-minus-lse-unshifted",
         hint="x - log(sum(exp(x))) overflows for large logits: shift by the row max first",
         source="""
@@ -344,7 +468,9 @@ def log_softmax_visible() -> list[Probe]:
         Probe(name="random logits, shape (3, 6)", args=(randn(g, 3, 6),)),
         Probe(name="probabilities that underflow to 0 still get finite logs", args=(far,)),
         Probe(name="float16 logits around 100 keep float16", args=((randn(g, 2, 5) + 100).half(),)),
-        Probe(name="dim=0, float64", args=(randn(g, 4, 3, dtype=torch.float64),), kwargs={"dim": 0}),
+        Probe(
+            name="dim=0, float64", args=(randn(g, 4, 3, dtype=torch.float64),), kwargs={"dim": 0}
+        ),
     ]
 
 
@@ -363,6 +489,14 @@ def log_softmax_hidden(g: torch.Generator) -> list[Probe]:
             args=(_with_neg_inf(randn(g, 4, 6), g),),
         ),
         Probe(name="float16 logits around 100", args=((randn(g, 3, 9, scale=4) + 100).half(),)),
+        Probe(
+            name="bfloat16 logits around 300", args=((randn(g, 2, 7, scale=4) + 300).bfloat16(),)
+        ),
+        Probe(
+            name="very negative logits (around -1e4)",
+            args=(randn(g, 3, 5, scale=20) - 1e4,),
+            tolerance=HUGE_LOG,
+        ),
         Probe(
             name="dim=1 of a 3-D tensor, float64",
             args=(randn(g, 2, 5, 4, dtype=torch.float64),),
@@ -428,6 +562,53 @@ def cross_entropy(logits, targets, ignore_index=-100):
 """,
     ),
     Mistake(
+        id="cross-entropy-no-ignore-mask",
+        hint="positions whose target is ignore_index count neither in the sum nor in the mean: "
+        "mask them out (keep = targets != ignore_index) and divide by keep.sum()",
+        source="""
+def cross_entropy(logits, targets, ignore_index=-100):
+    logp = log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -picked.mean()
+""",
+    ),
+    Mistake(
+        id="cross-entropy-missing-minus",
+        hint="the loss is the *negative* mean log-probability of the targets: log p is <= 0, "
+        "the loss >= 0",
+        source="""
+def cross_entropy(logits, targets, ignore_index=-100):
+    logp = log_softmax(logits, dim=-1)
+    keep = targets != ignore_index
+    safe = torch.where(keep, targets, torch.zeros_like(targets))
+    return (logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * keep).sum() / keep.sum()
+""",
+    ),
+    Mistake(
+        id="cross-entropy-returns-python-number",
+        hint="return a 0-d tensor, not a Python number (.item(), float()): no gradient can flow "
+        "through a number, and training needs one",
+        source="""
+def cross_entropy(logits, targets, ignore_index=-100):
+    logp = log_softmax(logits, dim=-1)
+    keep = targets != ignore_index
+    safe = torch.where(keep, targets, torch.zeros_like(targets))
+    return (-(logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * keep).sum() / keep.sum()).item()
+""",
+    ),
+    Mistake(
+        id="cross-entropy-float32-for-float64",
+        hint=FLOAT64_HINT,
+        source="""
+def cross_entropy(logits, targets, ignore_index=-100):
+    logp = log_softmax(logits.float(), dim=-1)
+    keep = targets != ignore_index
+    safe = torch.where(keep, targets, torch.zeros_like(targets))
+    loss = -(logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * keep).sum() / keep.sum()
+    return loss.to(logits.dtype)
+""",
+    ),
+    Mistake(
         id="cross-entropy-hardcodes-minus-100",
         hint="use the ignore_index argument: a caller may ignore another class than -100",
         source="""
@@ -451,7 +632,9 @@ def cross_entropy_visible() -> list[Probe]:
     custom = torch.tensor([0, 3, 1, 0, 2])
     return [
         Probe(name="logits (N, C) = (5, 4)", args=(randn(g, 5, 4), _targets(g, (5,), 4))),
-        Probe(name="(B, T, V) = (2, 3, 7) with an ignored position", args=(randn(g, 2, 3, 7), ignored)),
+        Probe(
+            name="(B, T, V) = (2, 3, 7) with an ignored position", args=(randn(g, 2, 3, 7), ignored)
+        ),
         Probe(
             name="extreme logits (scale 1e4): the loss stays finite",
             args=(randn(g, 4, 3, scale=1e4), _targets(g, (4,), 3)),
@@ -461,6 +644,10 @@ def cross_entropy_visible() -> list[Probe]:
             name="ignore_index=0",
             args=(randn(g, 5, 4), custom),
             kwargs={"ignore_index": 0},
+        ),
+        Probe(
+            name="float64 logits give a float64 loss",
+            args=(randn(g, 6, 5, dtype=torch.float64), _targets(g, (6,), 5)),
         ),
     ]
 
@@ -485,7 +672,15 @@ def cross_entropy_hidden(g: torch.Generator) -> list[Probe]:
             name="ignore_index=-100 positions count neither in the sum nor the mean",
             args=(randn(g, 2, 6, 11), t_ignored),
         ),
-        Probe(name="a custom ignore_index", args=(randn(g, 8, 5), t_custom), kwargs={"ignore_index": 0}),
+        Probe(
+            name="a custom ignore_index",
+            args=(randn(g, 8, 5), t_custom),
+            kwargs={"ignore_index": 0},
+        ),
+        Probe(
+            name="float64 logits, (B, T, V) = (2, 5, 9)",
+            args=(randn(g, 2, 5, 9, scale=3, dtype=torch.float64), _targets(g, (2, 5), 9)),
+        ),
         Probe(
             name="gradient matches autograd",
             args=(randn(g, 5, 7, dtype=torch.float64), _targets(g, (5,), 7)),
@@ -516,6 +711,14 @@ def entropy(p, dim=-1):
 """,
     ),
     Mistake(
+        id="entropy-mean-instead-of-sum",
+        hint="H = -sum_i p_i log p_i: a sum over the distribution, not a mean",
+        source="""
+def entropy(p, dim=-1):
+    return -torch.special.xlogy(p, p).mean(dim=dim)
+""",
+    ),
+    Mistake(
         id="entropy-ignores-dim",
         hint="sum along the `dim` argument, not always along -1",
         source="""
@@ -531,11 +734,19 @@ def entropy_visible() -> list[Probe]:
     return [
         Probe(name="uniform over 8: log 8", args=(torch.full((3, 8), 1 / 8),)),
         Probe(name="one-hot rows: exactly 0 (0 log 0 = 0)", args=(torch.eye(4),)),
-        Probe(name="some zero probabilities", args=(torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.0, 0.8]]),)),
+        Probe(
+            name="some zero probabilities", args=(torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.0, 0.8]]),)
+        ),
         Probe(
             name="dim=0, float64",
             args=(torch.softmax(randn(g, 5, 3, dtype=torch.float64), 0),),
             kwargs={"dim": 0},
+        ),
+        Probe(
+            name="gradient (float64, no zero probabilities)",
+            args=(torch.softmax(randn(g, 3, 6, dtype=torch.float64), -1),),
+            mode="grad",
+            grad_seed=7,
         ),
     ]
 
@@ -545,7 +756,9 @@ def entropy_hidden(g: torch.Generator) -> list[Probe]:
     one_hot[torch.arange(3), torch.tensor([0, 4, 2])] = 1.0
     with_zeros = torch.softmax(_with_neg_inf(randn(g, 4, 6), g), dim=-1)
     return [
-        Probe(name="random distributions, shape (4, 10)", args=(torch.softmax(randn(g, 4, 10), -1),)),
+        Probe(
+            name="random distributions, shape (4, 10)", args=(torch.softmax(randn(g, 4, 10), -1),)
+        ),
         Probe(name="one-hot rows have entropy exactly 0 (0 log 0 = 0)", args=(one_hot,)),
         Probe(name="distributions with some zero probabilities", args=(with_zeros,)),
         Probe(name="uniform rows have entropy log n", args=(torch.full((2, 8), 1 / 8),)),
@@ -553,6 +766,12 @@ def entropy_hidden(g: torch.Generator) -> list[Probe]:
             name="dim=0, float64",
             args=(torch.softmax(randn(g, 6, 3, dtype=torch.float64), 0),),
             kwargs={"dim": 0},
+        ),
+        Probe(
+            name="gradient matches autograd (positive probabilities)",
+            args=(torch.softmax(randn(g, 4, 5, dtype=torch.float64), -1),),
+            mode="grad",
+            grad_seed=8,
         ),
     ]
 
@@ -575,6 +794,15 @@ def softmax_jacobian(p):
         source="""
 def softmax_jacobian(p):
     return torch.diag_embed(p)
+""",
+    ),
+    Mistake(
+        id="jacobian-diagonal-p-one-minus-p",
+        hint="p_i (1 - p_i) is only the diagonal: off the diagonal dp_i/dz_j = -p_i p_j, so "
+        "J = diag(p) - p p^T",
+        source="""
+def softmax_jacobian(p):
+    return torch.diag_embed(p * (1 - p))
 """,
     ),
     Mistake(
@@ -608,6 +836,12 @@ def jacobian_hidden(g: torch.Generator) -> list[Probe]:
         Probe(name="a batch of rows, shape (4, 6)", args=(_probabilities(g, 4, 6),)),
         Probe(name="two batch dimensions, shape (2, 3, 5)", args=(_probabilities(g, 2, 3, 5),)),
         Probe(name="float32 keeps float32", args=(_probabilities(g, 2, 4, dtype=torch.float32),)),
+        Probe(
+            name="gradient matches autograd",
+            args=(_probabilities(g, 3, 4),),
+            mode="grad",
+            grad_seed=9,
+        ),
     ]
 
 
@@ -656,6 +890,26 @@ def online_update(m, s, block):
 """,
     ),
     Mistake(
+        id="online-update-sum-without-keepdim",
+        hint="sum the block with keepdim=True: s keeps shape (..., 1), like m",
+        source="""
+def online_update(m, s, block):
+    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    return m_new, s * torch.exp(m - shift) + torch.exp(block - shift).sum(dim=-1)
+""",
+    ),
+    Mistake(
+        id="online-update-returns-s-then-m",
+        hint="return the pair in the order it came in: (m_new, s_new)",
+        source="""
+def online_update(m, s, block):
+    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    return s * torch.exp(m - shift) + torch.exp(block - shift).sum(dim=-1, keepdim=True), m_new
+""",
+    ),
+    Mistake(
         id="online-update-shifts-by-old-max",
         hint="shift the block by the *new* max m_new, not the old m: with the old one, a "
         "larger block overflows, and the sums are relative to different maxima",
@@ -693,6 +947,14 @@ def online_update_visible() -> list[Probe]:
         Probe(
             name="a much larger block (around 1e4) after a small max",
             args=(*_state(1, m=0.0, s=1.0), torch.tensor([[1e4, 1e4 - 1.0]])),
+        ),
+        Probe(
+            name="float64 state and block",
+            args=(
+                torch.tensor([[0.5], [-1.0]], dtype=torch.float64),
+                torch.tensor([[2.0], [1.0]], dtype=torch.float64),
+                randn(g, 2, 4, dtype=torch.float64),
+            ),
         ),
     ]
 
@@ -733,6 +995,14 @@ def online_update_hidden(g: torch.Generator) -> list[Probe]:
         Probe(
             name="a block 1e4 above the running max",
             args=(*_state(2, m=0.0, s=2.0), randn(g, 2, 3) + 1e4),
+        ),
+        Probe(
+            name="float64 state and block",
+            args=(
+                randn(g, 3, 1, dtype=torch.float64),
+                torch.rand(3, 1, generator=g, dtype=torch.float64) * 4 + 1,
+                randn(g, 3, 5, scale=2, dtype=torch.float64),
+            ),
         ),
     ]
 
@@ -779,6 +1049,31 @@ def online_softmax(x, block_size):
 """,
     ),
     Mistake(
+        id="online-softmax-one-update-for-the-whole-row",
+        hint="fold the row in block by block: one online_update per block of `block_size` "
+        "entries (the last one may be shorter), not one call on the whole row",
+        source="""
+def online_softmax(x, block_size):
+    m0 = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    m, s = online_update(m0, torch.zeros_like(m0), x)
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
+    Mistake(
+        id="online-softmax-softmax-after-the-loop",
+        hint="normalise with the streamed statistics, exp(x - m) / s: calling softmax on the "
+        "whole row after the loop throws the algorithm away",
+        source="""
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    return softmax(x, dim=-1)
+""",
+    ),
+    Mistake(
         id="online-softmax-normalises-with-first-max",
         hint="normalise with the final running max m (and its sum s), not with a max taken "
         "before the loop ends",
@@ -796,28 +1091,67 @@ def online_softmax(x, block_size):
 ]
 
 
+def _neg_inf_blocks(x: torch.Tensor, block_size: int, blocks: list[int]) -> torch.Tensor:
+    """`x` with the listed blocks (of the last dimension) entirely -inf."""
+    x = x.clone()
+    for b in blocks:
+        x[..., b * block_size : (b + 1) * block_size] = NEG_INF
+    return x
+
+
+def _one_update_per_block(probes: list[Probe]) -> list[Probe]:
+    """The streaming algorithm calls online_update once per block: ceil(n / block_size)."""
+    for probe in probes:
+        n, size = probe.args[0].shape[-1], probe.kwargs["block_size"]
+        probe.min_calls = {"online_update": math.ceil(n / size)}
+    return probes
+
+
 def online_softmax_visible() -> list[Probe]:
     g = seeded(109)
     x = randn(g, 3, 10, scale=4)
     last_big = torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1)
-    return [
-        Probe(name="blocks of 3 over length 10 (a short last block)", args=(x,), kwargs={"block_size": 3}),
+    return _one_update_per_block(
+        [
+        Probe(
+            name="blocks of 3 over length 10 (a short last block)",
+            args=(x,),
+            kwargs={"block_size": 3},
+        ),
         Probe(name="blocks of 1", args=(x,), kwargs={"block_size": 1}),
         Probe(name="one block longer than the row", args=(x,), kwargs={"block_size": 64}),
-        Probe(name="the largest logit in the last block", args=(last_big,), kwargs={"block_size": 3}),
-    ]
+        Probe(
+            name="the largest logit in the last block", args=(last_big,), kwargs={"block_size": 3}
+        ),
+        Probe(
+            name="a first block that is all -inf (masked), blocks of 2",
+            args=(_neg_inf_blocks(randn(g, 2, 8), 2, [0]),),
+            kwargs={"block_size": 2},
+        ),
+        Probe(
+            name="float64, blocks of 4",
+            args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
+            kwargs={"block_size": 4},
+        ),
+        ]
+    )
 
 
 def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
-    return [
+    return _one_update_per_block(
+        [
         Probe(
             name="length 10 in blocks of 3 (the last block is short)",
             args=(randn(g, 4, 10),),
             kwargs={"block_size": 3},
         ),
         Probe(name="blocks of 1", args=(randn(g, 2, 7),), kwargs={"block_size": 1}),
-        Probe(name="one block larger than the row", args=(randn(g, 3, 5),), kwargs={"block_size": 64}),
-        Probe(name="length 12 in blocks of 4", args=(randn(g, 2, 3, 12),), kwargs={"block_size": 4}),
+        Probe(
+            name="one block larger than the row", args=(randn(g, 3, 5),), kwargs={"block_size": 64}
+        ),
+        Probe(
+            name="length 12 in blocks of 4", args=(randn(g, 2, 3, 12),), kwargs={"block_size": 4}
+        ),
         Probe(
             name="huge logits (around 1e4) in blocks of 4",
             args=(randn(g, 3, 11, scale=30) + 1e4,),
@@ -833,7 +1167,33 @@ def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
             args=(torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1),),
             kwargs={"block_size": 3},
         ),
-    ]
+        Probe(
+            name="an all -inf block first, in the middle and last (blocks of 3)",
+            args=(
+                torch.stack(
+                    [
+                        _neg_inf_blocks(randn(g, 12), 3, [0]),
+                        _neg_inf_blocks(randn(g, 12), 3, [1, 2]),
+                        _neg_inf_blocks(randn(g, 12), 3, [3]),
+                    ]
+                ),
+            ),
+            kwargs={"block_size": 3},
+        ),
+        Probe(
+            name="float64, length 13 in blocks of 5",
+            args=(randn(g, 3, 13, scale=4, dtype=torch.float64),),
+            kwargs={"block_size": 5},
+        ),
+        Probe(
+            name="gradient matches autograd of the softmax (float64)",
+            args=(randn(g, 2, 7, dtype=torch.float64),),
+            kwargs={"block_size": 3},
+            mode="grad",
+            grad_seed=10,
+        ),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- the lesson
@@ -971,6 +1331,7 @@ LESSON = Lesson(
             hidden=online_softmax_hidden,
             mistakes=ONLINE_SOFTMAX_MISTAKES,
             must_call=("online_update",),
+            must_not_call=("softmax",),
             uses=("online_update",),
             **_COMMON,
         ),

@@ -159,6 +159,39 @@ def test_attention_entropy_bounds():
     torch.testing.assert_close(attention_entropy(w), torch.tensor([0.0, math.log(4), 0.0]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_the_masked_softmax_stand_in_agrees_with_the_kernel(dtype):
+    # course.stand_ins.masked_softmax replaces a learner's masked_softmax while lesson 03 judges
+    # masked_attention: it must be this kernel, empty rows and gradients included.
+    from course.stand_ins import masked_softmax as stand_in
+
+    g = torch.Generator().manual_seed(3)
+    scores = (torch.randn(2, 5, 6, generator=g, dtype=torch.float64) * 4).to(dtype)
+    mask = torch.rand(5, 6, generator=g) < 0.6
+    mask[1] = False
+    tol = {"atol": 2e-3, "rtol": 1e-2} if dtype in (torch.float16, torch.bfloat16) else {}
+    torch.testing.assert_close(stand_in(scores, mask), masked_softmax(scores, mask), **tol)
+    if dtype == torch.float64:
+        a = scores.clone().requires_grad_(True)
+        b = scores.clone().requires_grad_(True)
+        w = torch.randn(2, 5, 6, generator=g, dtype=dtype)
+        with torch.autograd.detect_anomaly():
+            (stand_in(a, mask) * w).sum().backward()
+        (masked_softmax(b, mask) * w).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad)
+    keys = torch.tensor([True, False, True, True, False, True])  # (k_len,), broadcast
+    four_d = scores.reshape(1, 2, 5, 6)
+    torch.testing.assert_close(stand_in(four_d, keys), masked_softmax(four_d, keys), **tol)
+    padded = torch.tensor([[True] * 6, [True] * 3 + [False] * 3]).reshape(2, 1, 1, 6)
+    torch.testing.assert_close(
+        stand_in(scores[0], padded), masked_softmax(scores[0], padded), **tol
+    )
+    with pytest.raises(TypeError, match="boolean mask"):
+        stand_in(scores, None)
+    with pytest.raises(TypeError, match="boolean mask"):
+        stand_in(scores, mask.float())
+
+
 # ---------------------------------------------------------------- lesson 02's signatures
 
 
