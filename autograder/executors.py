@@ -9,6 +9,7 @@ does) yields a result with status "error" and the reason; it is not cached.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -18,10 +19,14 @@ from autograder.results import GradingResult
 _PLANS: dict = {}
 
 
-def _install_plans(plans: dict) -> None:
-    """Pool initializer: the run's plans, sent once per worker rather than once per job."""
+def _install_plans(pickled_plans: bytes) -> None:
+    """Pool initializer: the run's plans, sent once per worker rather than once per job.
+
+    They travel as plain pickle bytes: multiprocessing's own pickler would share every probe
+    tensor through a file descriptor, and a lesson's plans hold more tensors than a fork server
+    may pass descriptors ("too many fds")."""
     _PLANS.clear()
-    _PLANS.update(plans)
+    _PLANS.update(pickle.loads(pickled_plans))
 
 
 def _grade_in_worker(job: Job, settings: Settings, seed: int) -> GradingResult:
@@ -56,7 +61,7 @@ class LocalExecutor:
             max_workers=min(self.workers, len(jobs)),
             mp_context=context,
             initializer=_install_plans,
-            initargs=(plans,),
+            initargs=(pickle.dumps(plans),),
         )
         with pool:
             futures = {pool.submit(_grade_in_worker, job, settings, seed): job for job in jobs}

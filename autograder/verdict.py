@@ -15,6 +15,7 @@ process with a time limit, since an expression can be made arbitrarily expensive
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from course.lesson import Exercise, Lesson, Probe
 from course.wire import dump_value
 
 SYMPY_TIMEOUT_S = 20.0
+# How long the sympy child may take to start (Python, sympy, torch), before its time limit runs.
+SYMPY_STARTUP_S = 300.0
 SYMPY_MEMORY_BYTES = 2 * 2**30
 # How much the inputs of a replayed probe are moved (relative): far above rounding, far below
 # anything that changes a branch a correct implementation takes.
@@ -380,27 +383,42 @@ def compare_sympy_isolated(jobs: list[dict], timeout: float = SYMPY_TIMEOUT_S) -
     """Compare plain (encoded) results holding sympy expressions in a child process.
 
     Returns, per job, None (equivalent) or the reason. A comparison that runs past `timeout`
-    or past the child's memory limit fails with a reason a student understands.
+    or past the child's memory limit fails with a reason a student understands. The time limit
+    starts once the child has started (it says "ready"): starting Python, sympy and torch is
+    not the expression's fault, and on a busy machine takes longer than a comparison may.
     """
     command = [sys.executable, "-m", "autograder.sympy_child"]
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_limit_memory,
+    ) as child:
+        try:
+            if not _child_ready(child, SYMPY_STARTUP_S):
+                child.kill()
+                return [
+                    "the expression could not be compared (the comparison did not start)"
+                ] * len(jobs)
+            stdout, _ = child.communicate(json.dumps(jobs), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return [
+                f"the expression took longer than {timeout:g} s to compare (it is far bigger than "
+                "the answer needs to be)"
+            ] * len(jobs)
     try:
-        done = subprocess.run(
-            command,
-            input=json.dumps(jobs),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=_limit_memory,
-        )
-    except subprocess.TimeoutExpired:
-        return [
-            f"the expression took longer than {timeout:g} s to compare (it is far bigger than "
-            "the answer needs to be)"
-        ] * len(jobs)
-    try:
-        answers = json.loads(done.stdout)
+        answers = json.loads(stdout)
         if not isinstance(answers, list) or len(answers) != len(jobs):
             raise ValueError
     except ValueError:
         return ["the expression could not be compared (too large or malformed)"] * len(jobs)
     return [None if a is None else str(a)[:300] for a in answers]
+
+
+def _child_ready(child: subprocess.Popen, limit_s: float) -> bool:
+    """Whether the child printed its "ready" line within `limit_s` seconds."""
+    readable, _, _ = select.select([child.stdout], [], [], limit_s)
+    return bool(readable) and child.stdout.readline().strip() == "ready"

@@ -1,12 +1,13 @@
 """Built-in equivalents of earlier exercises, used while judging a later one on its own.
 
-When an exercise calls a learner function from an earlier exercise (lesson 03's
-`masked_attention` calls `masked_softmax`), the checks replace that function by one of these
-for the duration of the call (`Exercise.stand_ins`, see `course.calling`), so that a mistake
-costs its own exercise's points and not those of every exercise built on it.
+When an exercise calls a learner function from an earlier exercise (lesson 02's
+`scaled_dot_product_attention` calls `attention_weights`, lesson 03's `masked_attention`
+calls `masked_softmax`), the checks replace that function by one of these for the duration
+of the call (`Exercise.stand_ins`, see `course.calling`), so that a mistake costs its own
+exercise's points and not those of every exercise built on it.
 
 Nothing here is an answer: each is a thin wrapper around a PyTorch built-in that the exercise
-it stands in for forbids, and that the lesson's prose shows.
+it stands in for forbids, or that the lesson's prose shows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_softmax"]
+__all__ = ["masked_softmax", "attention_weights", "attention_entropy"]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -36,3 +37,17 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     scores, mask = scores.expand(shape), mask.expand(shape)
     eye = torch.eye(scores.shape[-1], dtype=scores.dtype).expand(*scores.shape[:-2], -1, -1)
     return F.scaled_dot_product_attention(scores, eye, eye, attn_mask=mask, scale=1.0)
+
+
+def attention_weights(q, k, mask=None, scale=None):
+    """softmax(q k^T * scale, masked) `(..., T_q, T_k)`, from PyTorch's fused attention.
+
+    With the identity as the values, attention returns its weights: A I = A.
+    """
+    eye = torch.eye(k.shape[-2], dtype=q.dtype).expand(*k.shape[:-1], k.shape[-2])
+    return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
+
+
+def attention_entropy(weights):
+    """-sum(p log p) over the last dimension, with 0 log 0 = 0 (`torch.special.entr`)."""
+    return torch.special.entr(weights).sum(dim=-1)

@@ -7,8 +7,10 @@ import math
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from course.widgets import attention_explorer, masking_explorer
+from course.widgets.attention import SCORE_LIMIT
 from solutions.kernels import attention as A
 from solutions.kernels import masks as M
 from solutions.kernels.causality import leaks_future
@@ -52,9 +54,11 @@ def test_attention_explorer_runs_the_learners_functions_on_every_control():
     first = w.image.value
     assert bytes(first).startswith(b"\x89PNG") and w.error is None
     w.width.value = 1024
-    assert (1024, 1 / 32) in calls and w.image.value != first
+    # every update runs the learner's function with each of the three scales
+    assert {(1024, 1.0), (1024, 1 / 32), (1024, 1 / 1024)} <= set(calls)
+    assert w.image.value != first
     w.scale_by.value = "1"
-    assert any(scale == 1.0 for _, scale in calls)
+    assert w.state["scale"] == 1.0 and w.state["scale_name"] == "1"
     before = w.image.value
     w.row.value = 5
     assert w.image.value != before and w.state["row_index"] == 5
@@ -67,9 +71,35 @@ def test_scaling_by_sqrt_d_k_keeps_the_score_spread_near_one(d_k):
     w.width.value = d_k
     assert w.state["theory_std"] == pytest.approx(1.0)
     assert 0.7 < w.state["score_std"] < 1.3
-    w.scale_by.value = "1"
-    assert w.state["theory_std"] == pytest.approx(math.sqrt(d_k))
-    assert 0.7 < w.state["score_std"] / math.sqrt(d_k) < 1.3
+    unscaled = w.state["per_scale"]["1"]
+    assert unscaled["theory_std"] == pytest.approx(math.sqrt(d_k))
+    assert 0.7 < unscaled["score_std"] / math.sqrt(d_k) < 1.3
+    assert w.state["warning"] is None and not w.state["ignores_scale"]
+
+
+def drawn(w):
+    fig = Figure(figsize=w.figsize)
+    w.draw(fig, w.state)
+    return fig
+
+
+def test_the_histograms_share_one_fixed_axis_and_the_numbers_are_in_the_picture():
+    w = attention_explorer(weights, A.attention_entropy)
+    limits = set()
+    for d_k in (1, 1024):
+        w.width.value = d_k
+        for name in ("1", "√d_k", "d_k"):
+            w.scale_by.value = name
+            histograms, row = drawn(w).axes
+            limits.add(histograms.get_xlim())
+            text = histograms.texts[0].get_text()
+            assert text.count("std") == 3 and "theory" in text
+            assert "entropy" in row.texts[0].get_text()
+    assert limits == {(-SCORE_LIMIT, SCORE_LIMIT)}
+    # at d_k = 1024 the three spreads differ by a factor 32 each, on the same axis
+    stds = [s["score_std"] for s in w.state["per_scale"].values()]
+    assert stds[0] > 25 and 0.7 < stds[1] < 1.3 and stds[2] < 0.05
+    assert "beyond ±12" in drawn(w).axes[0].texts[0].get_text()
 
 
 def test_unscaled_wide_heads_saturate_and_d_k_scaling_flattens():
@@ -80,6 +110,26 @@ def test_unscaled_wide_heads_saturate_and_d_k_scaling_flattens():
     assert w.state["mean_entropy"] > 0.99 * math.log(16)
     w.scale_by.value = "√d_k"
     assert 0.5 < w.state["mean_entropy"] < 0.97 * math.log(16)
+
+
+def test_a_function_that_ignores_the_scale_is_flagged_in_the_picture():
+    def default_only(q, k, mask=None, scale=None):
+        return weights(q, k, mask)
+
+    w = attention_explorer(default_only, A.attention_entropy)
+    assert w.state["ignores_scale"] and "ignores `scale`" in w.state["warning"]
+    assert "unscaled" in w.state["warning"] and "÷ d_k" in w.state["warning"]
+    assert any("ignores `scale`" in t.get_text() for t in drawn(w).texts)
+    assert "⚠" in w.readout.value
+
+
+def test_weights_that_differ_from_the_softmax_are_flagged():
+    def over_d_k(q, k, mask=None, scale=None):
+        return weights(q, k, mask, 1.0 / q.shape[-1] if scale is not None else None)
+
+    w = attention_explorer(over_d_k, A.attention_entropy)
+    assert not w.state["ignores_scale"]
+    assert "differ from softmax" in w.state["warning"]
 
 
 def test_largest_gradient_is_autograd_through_the_learners_weights():
@@ -106,7 +156,7 @@ def test_attention_explorer_shows_learner_errors():
     assert "not written yet" in attention_explorer(unwritten, A.attention_entropy).readout.value
     assert "not written yet" in attention_explorer(weights, unwritten).readout.value
     w = attention_explorer(lambda q, k, mask=None, scale=None: q @ k.T, A.attention_entropy)
-    assert w.error is None  # wrong values are shown, not refused
+    assert w.error is None and w.state["warning"]  # wrong values are shown and flagged
     w = attention_explorer(lambda q, k, mask=None, scale=None: q, A.attention_entropy)
     assert "shape" in w.error and w.image.value == b""
 

@@ -90,3 +90,37 @@ def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of each attention row, with 0 log 0 = 0; a fully-masked row has entropy 0."""
     logw = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
     return -(weights * logw).sum(-1)
+
+
+def attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale, masked) over the keys: shape `(..., q_len, k_len)`, q's dtype.
+
+    Lesson 02's signature. `scale=None` means 1 / sqrt(q.shape[-1]) (the head width, Vaswani
+    et al. 2017, section 3.2.1); `scale=0.0` is a real scale (uniform rows). `mask` is boolean
+    (True = may attend; TypeError otherwise) and broadcasts to the scores.
+    """
+    return masked_softmax(attention_scores(q, k, scale), mask)
+
+
+def scaling_experiment(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean over the rows of `softmax(q k^T * scale)` of (max weight, entropy, ||J||_F).
+
+    `q` is `(N, d_k)`, `k` is `(T, d_k)`; J = diag(p) - p p^T is the softmax Jacobian of a row
+    (Frobenius norm). Returns a tensor of shape `(3,)` in q's dtype: saturation in [1/T, 1],
+    entropy in [0, log T] nats, and the gradient size (0 for a one-hot row, sqrt(T - 1)/T for
+    a uniform one).
+    """
+    p = attention_weights(q, k, scale=scale)
+    jacobian = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+    return torch.stack(
+        [
+            p.amax(dim=-1).mean(),
+            attention_entropy(p).mean(),
+            torch.linalg.matrix_norm(jacobian).mean(),
+        ]
+    )

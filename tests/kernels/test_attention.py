@@ -190,3 +190,34 @@ def test_the_masked_softmax_stand_in_agrees_with_the_kernel(dtype):
         stand_in(scores, None)
     with pytest.raises(TypeError, match="boolean mask"):
         stand_in(scores, mask.float())
+
+
+# ---------------------------------------------------------------- lesson 02's signatures
+
+
+def test_attention_weights_match_torch_sdpa_with_identity_values():
+    from solutions.kernels.attention import attention_weights
+
+    q, k = randn(2, 3, 5, 8, seed=1), randn(2, 3, 7, 8, seed=2)
+    mask = random_mask(5, 7, seed=3, p=0.6)
+    mask[:, 0] = True
+    eye = torch.eye(7).expand(2, 3, 7, 7)
+    for scale in (None, 0.0, 0.3):
+        got = attention_weights(q, k, mask, scale)
+        want = F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    uniform = attention_weights(q, k, scale=0.0)
+    torch.testing.assert_close(uniform, torch.full_like(uniform, 1 / 7))
+
+
+def test_scaling_experiment_limits():
+    from solutions.kernels.attention import scaling_experiment
+
+    q, k = randn(32, 16, seed=1), randn(10, 16, seed=2)
+    uniform = scaling_experiment(q, k, 0.0)
+    torch.testing.assert_close(
+        uniform, torch.tensor([0.1, math.log(10), math.sqrt(9) / 10]), atol=1e-6, rtol=1e-6
+    )
+    saturated = scaling_experiment(q, k, 100.0)
+    assert saturated[0] > 0.99 and saturated[1] < 0.05 and saturated[2] < 0.05
+    assert scaling_experiment(q.double(), k.double(), 0.25).dtype == torch.float64
