@@ -102,8 +102,11 @@ def _strip_outputs(data: dict) -> None:
         ]
     for cell in cells or []:
         if isinstance(cell, dict):
-            cell.pop("outputs", None)
             cell.pop("attachments", None)
+            if cell.get("cell_type") == "code":
+                cell["outputs"] = []  # emptied, not removed: nbformat 3's converter needs the key
+            else:
+                cell.pop("outputs", None)
 
 
 def read_submission(path: Path) -> nbformat.NotebookNode:

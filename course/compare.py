@@ -263,18 +263,19 @@ def compare(
     """None when `got` matches `want` (both plain data), else the first `Mismatch`."""
     if isinstance(want, list):
         if not isinstance(got, list):
-            return Mismatch(
-                "type", f"expected a tuple of {len(want)} values, got {_kind(got)}", path
-            )
+            return _type_mismatch(want, got, path)
         if len(got) != len(want):
-            return Mismatch("length", f"expected {len(want)} values, got {len(got)}", path)
+            brief = f"{len(got)} values; the result should have {len(want)}"
+            return Mismatch(
+                "length", f"expected {len(want)} values, got {len(got)}", path, brief=brief
+            )
         for i, (w, g) in enumerate(zip(want, got, strict=True)):
             found = compare(w, g, tolerance, f"{path}item {i}" if not path else f"{path}, item {i}")
             if found:
                 return found
         return None
     if not isinstance(got, dict):
-        return Mismatch("type", f"expected {_kind(want)}, got {_kind(got)}", path)
+        return _type_mismatch(want, got, path)
     kind = want.get("dtype")
     if kind == "sympy":
         return _compare_sympy(want, got, path)
@@ -285,12 +286,13 @@ def compare(
             )
         return None
     if kind == "none":
-        return (
-            None
-            if got.get("dtype") == "none"
-            else Mismatch("type", f"expected None, got {_kind(got)}", path)
-        )
+        return None if got.get("dtype") == "none" else _type_mismatch(want, got, path)
     return _compare_arrays(want, got, tolerance, path)
+
+
+def _type_mismatch(want: Any, got: Any, path: str) -> Mismatch:
+    message = f"expected {_kind(want)}, got {_kind(got)}"
+    return Mismatch("type", message, path, brief=f"got {_kind(got)}; it should be {_kind(want)}")
 
 
 def _kind(plain: Any) -> str:
@@ -319,17 +321,23 @@ def _compare_arrays(
     want: dict, got: dict, tolerance: Tolerance | None, path: str
 ) -> Mismatch | None:
     if "array" not in got:
-        return Mismatch("type", f"expected {_kind(want)}, got {_kind(got)}", path)
+        return _type_mismatch(want, got, path)
     w, g = want["array"], got["array"]
     want_python, got_python = _is_python(want), _is_python(got)
     if want_python != got_python:
-        return Mismatch("type", f"expected {_kind(want)}, got {_kind(got)}", path)
+        return _type_mismatch(want, got, path)
     if not want_python and got["dtype"] != want["dtype"]:
-        return Mismatch("dtype", f"dtype {got['dtype']}, expected {want['dtype']}", path)
+        brief = f"dtype {got['dtype']}; the result's dtype should be {want['dtype']}"
+        return Mismatch(
+            "dtype", f"dtype {got['dtype']}, expected {want['dtype']}", path, brief=brief
+        )
     if want_python and want["dtype"] == "bool" and got["dtype"] != "bool":
-        return Mismatch("type", f"expected a Python bool, got {_kind(got)}", path)
+        return _type_mismatch(want, got, path)
     if g.shape != w.shape:
-        return Mismatch("shape", f"shape {tuple(g.shape)}, expected {tuple(w.shape)}", path)
+        brief = f"shape {tuple(g.shape)}; the result's shape should be {tuple(w.shape)}"
+        return Mismatch(
+            "shape", f"shape {tuple(g.shape)}, expected {tuple(w.shape)}", path, brief=brief
+        )
     tol = tolerance or tolerance_for(want["dtype"])
     if w.dtype == np.bool_ or g.dtype == np.bool_:
         return _compare_exact(w, g, path)
