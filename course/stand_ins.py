@@ -51,3 +51,23 @@ def attention_weights(q, k, mask=None, scale=None):
 def attention_entropy(weights):
     """-sum(p log p) over the last dimension, with 0 log 0 = 0 (`torch.special.entr`)."""
     return torch.special.entr(weights).sum(dim=-1)
+
+
+# Lesson 04: the reshapes of multi-head attention, written differently from the lesson's recipe
+# (copies instead of views): what the layer exercise runs instead of the learner's own.
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, T, n_heads * d) -> (B, n_heads, T, d): head h holds features h d .. (h + 1) d - 1."""
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=-3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, n_heads, T, d) -> (B, T, n_heads * d): the heads side by side, head 0 first."""
+    return torch.cat(x.unbind(dim=-3), dim=-1)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, n_kv, T, d) -> (B, n_kv * n_rep, T, d): query head h reads kv head h // n_rep."""
+    index = torch.arange(x.shape[-3] * n_rep, device=x.device) // n_rep
+    return x.index_select(-3, index)

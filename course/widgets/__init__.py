@@ -20,3 +20,7 @@ __all__ = [
     "MaskingExplorer",
     "masking_explorer",
 ]
+
+from course.widgets.heads import HeadsExplorer, heads_explorer  # noqa: E402
+
+__all__ += ["HeadsExplorer", "heads_explorer"]
