@@ -3,7 +3,7 @@ points, known mistakes.
 
 Graded against `solutions/kernels/heads.py` (split and merge, the GQA head mapping, the layer)
 and `solutions/kernels/weights.py` (weight layouts, parameter counts). The stride exercise is
-judged against what PyTorch itself does on a tensor of that shape (`merge_trace` below).
+judged against what PyTorch itself does on a tensor of that shape (`heads.merge_trace`).
 The known mistakes include the ones every multi-head implementation meets: a view without the
 transpose, a missing `contiguous`, query head h reading key/value head h % n_kv_heads, a repeat
 along the wrong dimension, a missing mask, heads merged in the wrong order.
@@ -190,20 +190,6 @@ def merge_hidden(g: torch.Generator) -> list[Probe]:
 
 
 # ---------------------------------------------------------------- strides
-
-
-def merge_trace(B: int, H: int, T: int, d: int) -> tuple:
-    """What PyTorch does to an attention output `(B, H, T, d)`: its strides, the strides of
-    `.transpose(1, 2)`, and whether `.transpose(1, 2).view(B, T, H * d)` works (the meta device
-    computes shapes and strides without allocating)."""
-    out = torch.empty(B, H, T, d, device="meta")
-    moved = out.transpose(1, 2)
-    try:
-        moved.view(B, T, H * d)
-        view_ok = True
-    except RuntimeError:
-        view_ok = False
-    return tuple(out.stride()), tuple(moved.stride()), view_ok
 
 
 TRACE_MISTAKES = [
@@ -768,10 +754,6 @@ def attn_count_hidden(g: torch.Generator) -> list[Probe]:
     ]
 
 
-def gpt2_reference(vocab_size, n_positions, n_embd, n_layer, bias=True):
-    return W.gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=bias)
-
-
 GPT2_MISTAKES = [
     Mistake(
         id="gpt2-head-counted-twice",
@@ -919,7 +901,7 @@ LESSON = Lesson(
             title="strides through the merge, and when view raises",
             function="merge_trace",
             signature="merge_trace(B, H, T, d: int) -> (tuple of 4 ints, tuple of 4 ints, bool)",
-            reference=merge_trace,
+            reference=H.merge_trace,
             answer_cell="merge_trace",
             test_cell="test-merge-trace",
             points=2,
@@ -994,7 +976,7 @@ LESSON = Lesson(
             function="gpt2_parameter_count",
             signature="gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True) "
             "-> int",
-            reference=gpt2_reference,
+            reference=W.gpt2_parameter_count,
             answer_cell="gpt2_parameter_count",
             test_cell="test-gpt2-parameters",
             points=2,

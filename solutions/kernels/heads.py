@@ -384,3 +384,21 @@ class MultiHeadAttention(Module):
             backend=self.backend,
         )
         return F.linear(merge_heads(out), W_o.weight, W_o.bias)
+
+
+def merge_trace(B: int, H: int, T: int, d: int) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
+    """What `merge_heads` meets, as PyTorch computes it for an attention output `(B, H, T, d)`:
+    its strides, the strides of `.transpose(1, 2)`, and whether `.transpose(1, 2).view(B, T,
+    H * d)` works without `contiguous()` (only when T == 1 or H == 1, for d >= 2).
+
+    Uses the meta device (shapes and strides, no memory), so any sizes are cheap. Raises
+    RuntimeError for sizes torch rejects (negative).
+    """
+    out = torch.empty(B, H, T, d, device="meta")
+    moved = out.transpose(1, 2)
+    try:
+        moved.view(B, T, H * d)
+        view_ok = True
+    except RuntimeError:
+        view_ok = False
+    return tuple(out.stride()), tuple(moved.stride()), view_ok

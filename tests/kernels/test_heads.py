@@ -286,3 +286,18 @@ def test_gradients_flow_to_every_weight():
     out.square().sum().backward()
     for name, t in w.items():
         assert torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("B,H,T,d", [(2, 3, 4, 5), (1, 4, 1, 8), (2, 1, 6, 4), (3, 2, 5, 2)])
+def test_merge_trace_matches_real_tensors(B, H, T, d):
+    from solutions.kernels.heads import merge_trace
+
+    out = torch.zeros(B, H, T, d)
+    moved = out.transpose(1, 2)
+    try:
+        moved.view(B, T, H * d)
+        view_ok = True
+    except RuntimeError:
+        view_ok = False
+    assert merge_trace(B, H, T, d) == (out.stride(), moved.stride(), view_ok)
+    assert view_ok == (T == 1 or H == 1)
