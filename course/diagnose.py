@@ -5,7 +5,8 @@ known mistakes: a learner whose output equals what a known mistake outputs on th
 told that mistake's hint. Then structural facts that hold for any exercise: a dtype not kept, a
 transposed or dimension-dropping shape, NaN next to -inf inputs (the -inf trap), overflow, a
 result normalised along another axis, transposed, off by a constant factor, right only at the
-last position (a mask missing), or right except for some heads (head mapping, split/merge).
+last position (a mask missing), or right except for some heads (head mapping, split/merge); a
+head split whose one perturbed token leaked into other tokens' rows (which token, which head).
 """
 
 from __future__ import annotations
@@ -144,11 +145,43 @@ def _values(want, got, mismatch, inputs, dim) -> str | None:
     tol = tolerance_for(want["dtype"])
     if w.ndim == 0 or not np.isfinite(w).all() or not np.isfinite(g).all():
         return _scale(w, g, tol)
-    for rule in (_other_axis, _transposed, _last_only, _heads, _scale):
+    rules = (_other_axis, _transposed, _last_only, _heads, _scale)
+    t = _one_token(w, inputs)
+    if t is not None:
+        found = _token_leak(g, t)
+        if found:
+            return found
+        rules = (_transposed, _scale, _heads)  # rows of zeros make _last_only meaningless here
+    for rule in rules:
         found = rule(w, g, tol)
         if found:
             return found
     return None
+
+
+def _one_token(w, inputs) -> int | None:
+    """t, if the first input is (B, T, D), zero except token t, and the result (B, H, T, d)."""
+    arrays = _arrays(inputs)
+    if w.ndim != 4 or not arrays or arrays[0].ndim != 3 or arrays[0].shape[1] != w.shape[2]:
+        return None
+    live = np.flatnonzero(np.abs(arrays[0]).sum(axis=(0, 2)) > 0)
+    return int(live[0]) if len(live) == 1 else None
+
+
+def _token_leak(g, t: int) -> str | None:
+    """A head split probed with one non-zero token t (the perturbation test: a split is linear):
+    name each (head, row) of the (B, H, T, d) result that moved although it is not row t."""
+    moved = np.abs(g).sum(axis=(0, 3)) > 0  # (heads, tokens)
+    leaks = [
+        f"token {t}'s change leaked into token {u} in head {h}"
+        for h in range(moved.shape[0])
+        for u in range(moved.shape[1])
+        if u != t and moved[h, u]
+    ]
+    if not leaks:
+        return None
+    more = f" (and {len(leaks) - 3} more)" if len(leaks) > 3 else ""
+    return "; ".join(leaks[:3]) + more + ": check the order of the view and the transpose"
 
 
 def _other_axis(w, g, tol) -> str | None:
