@@ -781,7 +781,7 @@ def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
     ),
     Mistake(
         id="gpt2-mlp-width-d",
-        hint="GPT-2's MLP is 4 n_embd wide (n_inner is null in its config, meaning 4 n_embd): "
+        hint="GPT-2's MLP is 4 n_embd wide (its config has no n_inner; GPT2Config's None means 4 n_embd): "
         "two matrices of d x 4d, biases 4d and d",
         source="""
 def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
