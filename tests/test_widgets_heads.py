@@ -52,7 +52,8 @@ def test_a_tiled_mapping_is_named_per_head():
     e = heads_explorer(tiled_layer, H.split_heads, H.merge_heads)
     e.kv.value = "GQA: 2 kv heads"
     assert e.state["tags"] == pytest.approx([0, 1, 0, 1], abs=1e-5)
-    assert "query heads 1, 2 read the wrong kv head" in e.readout.value
+    assert "query head 1 reads kv head 1 (should read 0)" in e.readout.value
+    assert "query head 2 reads kv head 0 (should read 1)" in e.readout.value
 
 
 def test_not_causal_makes_the_uniform_head_see_everything():

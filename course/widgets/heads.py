@@ -245,9 +245,14 @@ class HeadsExplorer(Explorer):
     def readout_html(self, state: dict) -> str:
         wrong = [h for h in range(N_HEADS) if abs(state["tags"][h] - state["expected"][h]) > 1e-3]
         if wrong:
+            which = "; ".join(
+                f"query head {h} reads kv head {state['tags'][h]:.3g} (should read "
+                f"{state['expected'][h]})"
+                for h in wrong
+            )
             mapping = (
-                f"<b style='color:#b00020'>query heads {', '.join(map(str, wrong))} read the wrong "
-                "kv head</b>: query head h must read kv head h // (n_heads / n_kv_heads)"
+                f"<b style='color:#b00020'>{which}</b>: query head h must read kv head "
+                "h // (n_heads / n_kv_heads)"
             )
         else:
             mapping = "every query head reads kv head h // (n_heads / n_kv_heads) ✔"
