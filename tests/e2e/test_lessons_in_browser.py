@@ -22,7 +22,6 @@ import pytest
 
 from tests.e2e.jupyterlab import (
     IMAGES_LOADED,
-    NB,
     REPO,
     VALIDATE_TIMEOUT_S,
     WIDGET_MIME,
@@ -57,6 +56,11 @@ FIGURES = (
 )
 # What a widget shows when the learner's code failed inside it (course.widgets.base).
 WIDGET_ERROR = re.compile(r"Your function raised|not written yet|Traceback", re.I)
+
+
+# A notebook saved with its widgets' outputs, reopened after its kernel has gone: each explorer
+# leaves its static copy (course.widgets.base) instead of "Error displaying widget".
+STATIC_COPY = ".course-explorer-static"
 
 
 def name_of(notebook) -> str:
@@ -117,6 +121,10 @@ def test_solution_runs_its_widgets_respond_and_it_validates(page, lab, notebook)
     expect()(widgets, f"{notebook}: widgets not rendered ({manager})").to_have_count(
         len(widget_cells)
     )
+    copies = page.locator(STATIC_COPY)
+    expect()(copies).to_have_count(len(widget_cells))
+    expect()(copies.first).to_be_hidden()  # hidden while the live widget is there
+    first_copy = copies.first.inner_html()
     exercised = []
     for w in range(len(widget_cells)):
         widget = widgets.nth(w)
@@ -183,6 +191,28 @@ def test_solution_runs_its_widgets_respond_and_it_validates(page, lab, notebook)
     dialog.get_by_role("button", name="Ok").click()
     expect()(dialog).to_have_count(0)
 
+    # The static copies follow their widgets (moved above) and were saved by the validate
+    # button: reopened after the kernel has gone, each explorer leaves its picture.
+    assert copies.first.inner_html() != first_copy, f"{notebook}: the static copy did not follow"
+    lab.shutdown_kernels()
+    open_notebook(page, lab, notebook.as_posix(), workspace=f"{name}-reopened")
+    copy = page.locator(STATIC_COPY).first
+    copy.scroll_into_view_if_needed()
+    expect()(copy).to_be_visible()
+    expect()(copy).to_contain_text("run this cell again")
+    page.wait_for_function(IMAGES_LOADED, arg=copy.element_handle(), timeout=30_000)
+    assert copy.locator("img").count() == 1, f"{notebook}: no picture in the static copy"
+    assert copy.locator("style").count() == 1, f"{notebook}: the copy's style was removed"
+    error = page.get_by_text("Error displaying widget")
+    for i in range(error.count()):
+        expect()(error.nth(i)).to_be_hidden()
+    screenshot(
+        page,
+        f"{name}-widget-after-shutdown",
+        element=copy.locator("xpath=ancestor::div[contains(@class,'jp-Cell-outputArea')]"),
+    )
+    shutil.copy(REPO / notebook, lab.root / notebook)  # later tests open it unsaved
+
 
 @pytest.mark.skipif(not COURSE, reason="no lesson in course/")
 @pytest.mark.parametrize("notebook", COURSE, ids=ids)
@@ -246,59 +276,3 @@ def test_nbgrader_assignment_list_opens(page, lab):
             "(configure c.Exchange.root for a graded class)",
             stacklevel=1,
         )
-
-
-# A notebook saved with its widgets' outputs, reopened after its kernel has gone: each explorer
-# leaves its static copy (course.widgets.base) instead of "Error displaying widget".
-STATIC_COPY = ".course-explorer-static"
-SAVED = f"() => !{NB}.context.model.dirty"
-
-
-@pytest.mark.skipif(not SOLUTIONS, reason="no lesson in solutions/")
-@pytest.mark.parametrize("notebook", SOLUTIONS, ids=ids)
-def test_a_widget_whose_kernel_has_gone_leaves_a_picture_and_run_again(page, lab, notebook):
-    name = name_of(notebook)
-    scratch = lab.root / notebook
-    try:
-        open_notebook(page, lab, notebook.as_posix(), workspace=f"{name}-static")
-        run_all(page)
-        widgets = page.locator(WIDGET_OUTPUTS)
-        expect()(widgets.first).to_be_visible()
-        copies = page.locator(STATIC_COPY)
-        expect()(copies).to_have_count(widgets.count())
-        expect()(copies.first).to_be_hidden()  # hidden while the live widget is there
-        # The static copy follows the widget: move its first control, its picture changes.
-        widget = widgets.first
-        widget.scroll_into_view_if_needed()
-        before = copies.first.inner_html()
-        kind, control = controls_of(widget)[0]
-        since = idle_count(page)
-        operate(page, kind, control)
-        wait_handled(page, since)
-        page.wait_for_function(
-            "([sel, before]) => document.querySelector(sel).innerHTML !== before",
-            arg=[STATIC_COPY, before],
-            timeout=10_000,
-        )
-        page.keyboard.press("Control+s")
-        page.wait_for_function(SAVED, timeout=30_000)
-
-        lab.shutdown_kernels()
-        open_notebook(page, lab, notebook.as_posix(), workspace=f"{name}-reopened")
-        copy = page.locator(STATIC_COPY).first
-        copy.scroll_into_view_if_needed()
-        expect()(copy).to_be_visible()
-        expect()(copy).to_contain_text("run this cell again")
-        page.wait_for_function(IMAGES_LOADED, arg=copy.element_handle(), timeout=30_000)
-        assert copy.locator("img").count() == 1, f"{notebook}: no picture in the static copy"
-        assert copy.locator("style").count() == 1, f"{notebook}: the copy's style was removed"
-        error = page.get_by_text("Error displaying widget")
-        for i in range(error.count()):
-            expect()(error.nth(i)).to_be_hidden()
-        screenshot(
-            page,
-            f"{name}-widget-after-shutdown",
-            element=copy.locator("xpath=ancestor::div[contains(@class,'jp-Cell-outputArea')]"),
-        )
-    finally:
-        shutil.copy(REPO / notebook, scratch)  # the next test opens the notebook unsaved
