@@ -220,10 +220,10 @@ def shift_matrix(delta, d_model):
         source="""
 def shift_matrix(delta, d_model):
     w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
-    c, s = torch.cos(delta * w), torch.sin(delta * w)
+    c, s = torch.cos(delta * w).double(), torch.sin(delta * w).double()
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(0, d_model, 2)
-    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c.double(), s.double(), -s.double(), c.double()
+    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
     return M
 """,
     ),
