@@ -175,13 +175,13 @@ SHIFT_MISTAKES = [
         "cos a sin b, row 2i (the new sine) is (cos, +sin) and row 2i + 1 (the new cosine) is "
         "(-sin, cos)",
         source="""
-def shift_matrix(delta, d_model):
+def shift_matrix(delta, d_model, dtype=torch.float32):
     w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     c, s = torch.cos(delta * w), torch.sin(delta * w)
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(0, d_model, 2)
     M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, -s, s, c
-    return M
+    return M.to(dtype)
 """,
     ),
     Mistake(
@@ -189,13 +189,13 @@ def shift_matrix(delta, d_model):
         hint="the frequencies are the table's: w_i = 10000^(-2i/d_model), exponent "
         "torch.arange(0, d_model, 2) / d_model, not i/d_model",
         source="""
-def shift_matrix(delta, d_model):
+def shift_matrix(delta, d_model, dtype=torch.float32):
     w = 10000.0 ** (-torch.arange(d_model // 2, dtype=torch.float64) / d_model)
     c, s = torch.cos(delta * w), torch.sin(delta * w)
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(0, d_model, 2)
     M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
-    return M
+    return M.to(dtype)
 """,
     ),
     Mistake(
@@ -203,28 +203,27 @@ def shift_matrix(delta, d_model):
         hint="each 2x2 block acts on the pair (2i, 2i + 1) of the interleaved table, not on "
         "(i, i + d/2)",
         source="""
-def shift_matrix(delta, d_model):
+def shift_matrix(delta, d_model, dtype=torch.float32):
     w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     c, s = torch.cos(delta * w), torch.sin(delta * w)
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(d_model // 2)
     h = d_model // 2
     M[i, i], M[i, i + h], M[i + h, i], M[i + h, i + h] = c, s, -s, c
-    return M
+    return M.to(dtype)
 """,
     ),
     Mistake(
         id="shift-float32",
-        hint="M(delta) is asked for in float64 and judged at atol 1e-10: compute the frequencies "
-        "and angles in float64 (float32 is right to only about 1e-7)",
+        hint=FLOAT64_HINT,
         source="""
-def shift_matrix(delta, d_model):
+def shift_matrix(delta, d_model, dtype=torch.float32):
     w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
     c, s = torch.cos(delta * w).double(), torch.sin(delta * w).double()
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(0, d_model, 2)
     M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
-    return M
+    return M.to(dtype)
 """,
     ),
     Mistake(
@@ -232,29 +231,28 @@ def shift_matrix(delta, d_model):
         hint="the diagonal of each block is cos(delta w_i) (a shift by 0 is the identity), the "
         "off-diagonal +-sin(delta w_i)",
         source="""
-def shift_matrix(delta, d_model):
+def shift_matrix(delta, d_model, dtype=torch.float32):
     w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     c, s = torch.cos(delta * w), torch.sin(delta * w)
     M = torch.zeros(d_model, d_model, dtype=torch.float64)
     i = torch.arange(0, d_model, 2)
     M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = s, c, -c, s
-    return M
+    return M.to(dtype)
 """,
     ),
 ]
 
 
-def shift_reference(delta: int, d_model: int) -> torch.Tensor:
-    """`sinusoidal_shift_matrix` in float64, the dtype the exercise asks for."""
-    return P.sinusoidal_shift_matrix(delta, d_model, dtype=torch.float64)
+F64 = {"dtype": torch.float64}
 
 
 def shift_visible() -> list[Probe]:
     return [
-        Probe(name="delta 1, d_model 4", args=(1, 4)),
-        Probe(name="delta 3, d_model 6", args=(3, 6)),
-        Probe(name="delta -2 (a shift back), d_model 8", args=(-2, 8)),
+        Probe(name="delta 1, d_model 4, float64", args=(1, 4), kwargs=F64),
+        Probe(name="delta 3, d_model 6, float64", args=(3, 6), kwargs=F64),
+        Probe(name="delta -2 (a shift back), d_model 8, float64", args=(-2, 8), kwargs=F64),
         Probe(name="delta 0 is the identity, d_model 4", args=(0, 4)),
+        Probe(name="delta 2, d_model 6 (float32, the default)", args=(2, 6)),
     ]
 
 
@@ -262,11 +260,12 @@ def shift_hidden(g: torch.Generator) -> list[Probe]:
     delta = int(torch.randint(-50, 50, (1,), generator=g))
     return [
         Probe(name="delta 1, d_model 2", args=(1, 2)),
-        Probe(name="delta 5, d_model 16", args=(5, 16)),
-        Probe(name="delta -7, d_model 10", args=(-7, 10)),
-        Probe(name="delta 1000, d_model 32", args=(1000, 32)),
-        Probe(name=f"delta {delta}, d_model 12", args=(delta, 12)),
+        Probe(name="delta 5, d_model 16, float64", args=(5, 16), kwargs=F64),
+        Probe(name="delta -7, d_model 10, float64", args=(-7, 10), kwargs=F64),
+        Probe(name="delta 1000, d_model 32, float64", args=(1000, 32), kwargs=F64),
+        Probe(name=f"delta {delta}, d_model 12, float64", args=(delta, 12), kwargs=F64),
         Probe(name="delta 0, d_model 8", args=(0, 8)),
+        Probe(name="delta 9, d_model 8, float32", args=(9, 8)),
     ]
 
 
@@ -352,10 +351,6 @@ def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
 """,
     ),
 ]
-
-
-def cos_sin_reference(positions, head_dim, theta=10000.0, dtype=torch.float32):
-    return P.rope_cos_sin(positions, head_dim, theta, dtype=dtype)
 
 
 def cos_sin_visible() -> list[Probe]:
@@ -975,8 +970,9 @@ LESSON = Lesson(
             id="shift-matrix",
             title="the shift map M(delta)",
             function="shift_matrix",
-            signature="shift_matrix(delta: int, d_model: int) -> float64 (d_model, d_model)",
-            reference=shift_reference,
+            signature="shift_matrix(delta: int, d_model: int, dtype=torch.float32) -> "
+            "(d_model, d_model) in dtype",
+            reference=P.sinusoidal_shift_matrix,
             answer_cell="shift_matrix",
             test_cell="test-shift-matrix",
             points=2,
@@ -990,7 +986,7 @@ LESSON = Lesson(
             function="rope_cos_sin",
             signature="rope_cos_sin(positions: int64 (..., seq), head_dim: int, theta=10000.0, "
             "dtype=torch.float32) -> (cos, sin), each (..., seq, head_dim // 2) in dtype",
-            reference=cos_sin_reference,
+            reference=P.rope_cos_sin,
             answer_cell="rope_cos_sin",
             test_cell="test-rope-cos-sin",
             points=2,
