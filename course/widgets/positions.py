@@ -138,15 +138,18 @@ class PositionsExplorer(Explorer):
         }
 
     def _scores(self) -> dict:
+        """q.k against the distance, twice: key at 0 and queries at 0 .. 255 in one call (key
+        last), then key at `offset` and queries at offset .. offset + 255 (key first). A RoPE
+        that reads only the row index instead of the positions sees other positions in the two
+        calls, so its curves part."""
         distance = torch.arange(MAX_DISTANCE)
         offset = self.position.value
-        curves = []
-        for start in (0, offset):
-            q_pos = start + distance  # query at start + d, key at start
-            k_pos = torch.full_like(distance, start)
-            q = self._rotated(self.q.expand(MAX_DISTANCE, HEAD_DIM), q_pos)
-            k = self._rotated(self.k.expand(MAX_DISTANCE, HEAD_DIM), k_pos)
-            curves.append((q * k).sum(-1))
+        qs = self.q.expand(MAX_DISTANCE, HEAD_DIM)
+        first = self._rotated(torch.cat((qs, self.k[None])), torch.cat((distance, distance[:1])))
+        second = self._rotated(
+            torch.cat((self.k[None], qs)), torch.cat((distance[:1], distance)) + offset
+        )
+        curves = [(first[:-1] * first[-1]).sum(-1), (second[1:] * second[0]).sum(-1)]
         return {
             "distance": distance,
             "curves": curves,
