@@ -5,7 +5,11 @@ For each of NoPE (`none`), sinusoidal, RoPE and ALiBi, trains the reference `Tra
 then evaluates it on validation windows four times as long and reports the mean loss (nats per
 byte) in the bands of positions [0, L), [L, 2L) and [2L, 4L). Same seed, data order and
 hyper-parameters for every encoding; only `positional` changes. The sinusoidal table is built
-for 4L positions (its rows past L are never trained on, but they are the formula's).
+for 4L positions (its rows past L are never trained on, but they are the formula's) and scaled by
+`--sinusoidal-scale` (default 1/sqrt(d_model)): the reference model adds it to token embeddings
+initialised at std 0.02, and an unscaled table (entries of size 1) drowns them, so that the model
+barely trains in 300 steps. Vaswani et al. (section 3.4) keep the two comparable the other way
+round, multiplying the embeddings by sqrt(d_model).
 
     .venv/bin/python scripts/train_short_test_long.py --corpus ../shared/data/tinyshakespeare.txt \
         [--steps 300] [--train-len 64] [--out assets/05-positions/train_short_test_long.png]
@@ -36,6 +40,9 @@ LABELS = {"none": "NoPE", "sinusoidal": "sinusoidal", "rope": "RoPE", "alibi": "
 def train(config: ModelConfig, data: torch.Tensor, args) -> TransformerLM:
     """AdamW with a linear warm-up, then constant; seeded weights and batches."""
     model = TransformerLM(config, seed=args.seed)
+    if config.positional == "sinusoidal":
+        scale = args.sinusoidal_scale or config.d_model**-0.5
+        model.pos_table.mul_(scale)  # a buffer, kept as long as the model is not moved
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     batches = torch.Generator().manual_seed(args.seed)
     for step in range(args.steps):
@@ -68,6 +75,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--eval-windows", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sinusoidal-scale", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="where to save the figure (PNG)")
     args = parser.parse_args()
@@ -91,7 +99,8 @@ def main() -> None:
         print(
             f"{LABELS[encoding]:>10}: "
             + "  ".join(f"{k}: {v:.3f}" for k, v in results[encoding].items())
-            + f"   ({seconds:.0f} s)"
+            + f"   ({seconds:.0f} s)",
+            flush=True,
         )
     print(json.dumps({"args": vars(args), "loss_per_band": results}, indent=1))
     if args.out:
