@@ -108,8 +108,8 @@ def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
     Mistake(
         id="sin-angles-in-output-dtype",
         hint="the angles were formed in the output dtype: bfloat16 holds only 8 significant bits, "
-        "so position 1000 becomes 1000 +- 4 and sin of it is noise. Form the angles in float64 "
-        "and cast only the finished table with .to(dtype)",
+        "so positions near 1000 are rounded to multiples of 4 and their sines are noise. Form "
+        "the angles in float64 and cast only the finished table with .to(dtype)",
         source="""
 def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
     pos = torch.arange(n_positions, dtype=dtype)
@@ -300,7 +300,7 @@ def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
     Mistake(
         id="rope-float32-angles",
         hint=FLOAT64_HINT + " (float32 angles are fine for bfloat16 tables, not for float64 ones: "
-        "at position 4005 they are already off by about 1e-4 radians)",
+        "at position 4005 they are already off by about 2e-5 radians)",
         source="""
 def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
