@@ -860,6 +860,12 @@ def bias_hidden(g: torch.Generator) -> list[Probe]:
             name="2 heads, float64, queries before some keys (no causal mask)",
             args=(slopes_for(2, torch.float64), torch.tensor([0, 3]), torch.arange(6)),
         ),
+        Probe(
+            name="gradient (float64) with respect to the slopes, 3 queries after 4 cached keys",
+            args=(slopes_for(6, torch.float64), torch.arange(4, 7), torch.arange(7)),
+            mode="grad",
+            grad_seed=11,
+        ),
     ]
 
 
@@ -942,6 +948,12 @@ def convert_hidden(g: torch.Generator) -> list[Probe]:
             args=(randn(g, 12, 7, dtype=torch.float64), 1),
         ),
         Probe(name="rows 0..23, 2 heads of head_dim 12", args=(torch.arange(24.0)[:, None], 2)),
+        Probe(
+            name="gradient (float64) with respect to W (32, 8), 2 heads",
+            args=(randn(g, 32, 8, dtype=torch.float64), 2),
+            mode="grad",
+            grad_seed=13,
+        ),
     ]
 
 
