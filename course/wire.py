@@ -1,7 +1,8 @@
 """Function arguments as JSON: how a check's inputs travel (fixtures of visible checks, hidden
 probes from the grader to a sandboxed kernel).
 
-Tensors keep their exact dtype (bfloat16 included); `FnRef`s travel by name; numbers, strings,
+Tensors keep their exact dtype (bfloat16 included); `FnRef`s and `torch.dtype`s (an argument such
+as `dtype=torch.bfloat16`) travel by name; numbers, strings,
 None, tuples, lists and string-keyed dicts are kept as they are. Decoding never evaluates code.
 """
 
@@ -44,6 +45,8 @@ def dump_value(value: Any) -> Any:
         return {"tensor": encode(array)}
     if isinstance(value, FnRef):
         return {"fn": value.ref}
+    if isinstance(value, torch.dtype) and plain_dtype(value) in _DTYPES:
+        return {"torch_dtype": plain_dtype(value)}
     if value is None or type(value) in (bool, int, str):
         return value
     if type(value) is float:
@@ -74,6 +77,10 @@ def load_value(data: Any) -> Any:
         return torch.from_numpy(np.array(plain["array"])).to(dtype)
     if kind == "fn":
         return FnRef(str(body))
+    if kind == "torch_dtype":
+        if str(body) not in _DTYPES:
+            raise ValueError("malformed dtype argument")
+        return _DTYPES[str(body)]
     if kind == "float":
         return float(str(body))
     if kind == "tuple":

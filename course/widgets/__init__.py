@@ -8,6 +8,7 @@ how the tests drive it) and shows nothing under `nbgrader autograde`, where
 from course.widgets.attention import AttentionExplorer, attention_explorer
 from course.widgets.base import Explorer, is_grading
 from course.widgets.masking import MaskingExplorer, masking_explorer
+from course.widgets.positions import PositionsExplorer, positions_explorer
 from course.widgets.softmax import SoftmaxExplorer, softmax_explorer
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "attention_explorer",
     "MaskingExplorer",
     "masking_explorer",
+    "PositionsExplorer",
+    "positions_explorer",
 ]
 
 from course.widgets.heads import HeadsExplorer, heads_explorer  # noqa: E402

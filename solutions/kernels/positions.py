@@ -34,6 +34,7 @@ from typing import Literal
 
 import torch
 
+from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.module import Module
 
 RopeLayout = Literal["interleaved", "half"]
@@ -230,6 +231,41 @@ def interleaved_to_half_split(head_dim: int) -> torch.Tensor:
     return torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
 
 
+def rope_weights_to_half_split(W: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """A query or key projection `W` `(n_heads * head_dim, d_in)` trained with interleaved RoPE,
+    with each head's rows permuted by `interleaved_to_half_split(head_dim)`, so that half-split
+    RoPE computes the same attention scores (what converting Meta's Llama checkpoints to
+    Hugging Face's layout does to `W_q` and `W_k`; `W_v` and `W_o` are unchanged).
+
+    Raises ValueError when the rows do not split into `n_heads` heads of even width.
+    """
+    d_out, d_in = W.shape
+    if n_heads < 1 or d_out % n_heads or (d_out // n_heads) % 2:
+        raise ValueError(f"{d_out} rows do not split into {n_heads} heads of even width")
+    head_dim = d_out // n_heads
+    perm = interleaved_to_half_split(head_dim).to(W.device)
+    return W.reshape(n_heads, head_dim, d_in)[:, perm, :].reshape(d_out, d_in)
+
+
+def rope_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    layout: RopeLayout = "interleaved",
+) -> torch.Tensor:
+    """`softmax(rot(q) rot(k)^T / sqrt(head_dim)) v`: attention whose queries and keys (never
+    the values) are rotated by `rotate_pairs` with the tables `(cos, sin)` `(seq, head_dim/2)`.
+
+    q, k: `(..., seq, head_dim)`; v: `(..., seq, d_v)`. Returns `(..., seq, d_v)` in q's dtype.
+    No mask: the lesson's probes attend both ways, so every pair of positions counts.
+    """
+    check_rope_layout(layout)
+    q, k = rotate_pairs(q, cos, sin, layout), rotate_pairs(k, cos, sin, layout)
+    return scaled_dot_product_attention(q, k, v)
+
+
 def alibi_slopes(n_heads: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """ALiBi head slopes `(n_heads,)` (Press et al. 2022, section 3 and the paper's code,
     `get_slopes` in github.com/ofirpress/attention_with_linear_biases).
@@ -263,9 +299,17 @@ def alibi_bias_from_positions(
     `j <= i` is ever used, where this is the paper's `slope_h * (j - i)`. Give it to attention
     as `attn_bias=` (it broadcasts over the batch).
     """
-    distance = (q_positions[:, None] - k_positions[None, :]).abs()
     slopes = alibi_slopes(n_heads, dtype=torch.float64).to(q_positions.device)
-    return (-slopes[:, None, None] * distance.to(slopes.dtype)).to(dtype)
+    return alibi_bias_from_slopes(slopes, q_positions, k_positions).to(dtype)
+
+
+def alibi_bias_from_slopes(
+    slopes: torch.Tensor, q_positions: torch.Tensor, k_positions: torch.Tensor
+) -> torch.Tensor:
+    """`(n_heads, q_len, k_len)` bias `-slopes[h] * |q_positions[i] - k_positions[j]|` in
+    `slopes`' dtype, from slopes `(n_heads,)` and integer positions `(q_len,)`, `(k_len,)`."""
+    distance = (q_positions[:, None] - k_positions[None, :]).abs()
+    return -slopes[:, None, None] * distance.to(slopes.dtype)
 
 
 def alibi_bias(

@@ -260,3 +260,52 @@ def test_unknown_layout_is_refused_everywhere():
     ):
         with pytest.raises(ValueError, match="rope_layout"):
             call()
+
+
+# ---------------------------------------------------------------- lesson 05's references
+
+
+def test_converted_weights_give_half_split_rope_the_same_scores():
+    """Permuting each head's rows of W_q and W_k makes half-split RoPE reproduce interleaved."""
+    from solutions.kernels.positions import rope_weights_to_half_split
+
+    n_heads, head_dim, d_model, T = 3, 8, 12, 5
+    x = randn(T, d_model, seed=1, dtype=torch.float64)
+    W_q, W_k = randn(2, n_heads * head_dim, d_model, seed=2, dtype=torch.float64)
+    cos, sin = rope_cos_sin(torch.arange(7, 7 + T), head_dim, dtype=torch.float64)
+
+    def scores(W_q, W_k, layout):
+        q, k = ((x @ W.T).view(T, n_heads, head_dim).transpose(0, 1) for W in (W_q, W_k))
+        q, k = rotate_pairs(q, cos, sin, layout), rotate_pairs(k, cos, sin, layout)
+        return q @ k.transpose(-2, -1)
+
+    converted = (rope_weights_to_half_split(W, n_heads) for W in (W_q, W_k))
+    torch.testing.assert_close(scores(*converted, "half"), scores(W_q, W_k, "interleaved"))
+    assert (scores(W_q, W_k, "half") - scores(W_q, W_k, "interleaved")).abs().max() > 1.0
+    with pytest.raises(ValueError, match="heads of even width"):
+        rope_weights_to_half_split(W_q, 5)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_rope_attention_is_sdpa_on_rotated_queries_and_keys(layout):
+    from solutions.kernels.positions import rope_attention
+
+    q, k, v = randn(3, 2, 6, 8, seed=3, dtype=torch.float64)
+    cos, sin = rope_cos_sin(torch.tensor([0, 1, 4, 5, 9, 10]), 8, dtype=torch.float64)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        rotate_pairs(q, cos, sin, layout), rotate_pairs(k, cos, sin, layout), v
+    )
+    torch.testing.assert_close(rope_attention(q, k, v, cos, sin, layout), want)
+    shifted = rope_cos_sin(torch.tensor([0, 1, 4, 5, 9, 10]) + 1000, 8, dtype=torch.float64)
+    torch.testing.assert_close(rope_attention(q, k, v, *shifted, layout), want)
+
+
+def test_alibi_bias_from_slopes_matches_the_per_head_count_version():
+    from solutions.kernels.positions import alibi_bias_from_slopes
+
+    q_pos, k_pos = torch.tensor([5, 6]), torch.arange(7)
+    slopes = alibi_slopes(12, dtype=torch.float64)
+    torch.testing.assert_close(
+        alibi_bias_from_slopes(slopes, q_pos, k_pos),
+        alibi_bias_from_positions(12, q_pos, k_pos, dtype=torch.float64),
+    )
