@@ -172,3 +172,15 @@ def test_torch_is_pinned_by_the_constraints_file():
 
 def test_ci_runs_make_test():
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_asset_is_listed_with_the_script_that_makes_it():
+    readme = (REPO / "assets" / "README.md").read_text()
+    assets = [p for p in (REPO / "assets").rglob("*") if p.is_file() and p.name != "README.md"]
+    assert assets, "assets/ holds the notebooks' figures and data"
+    for path in assets:
+        name = path.relative_to(REPO / "assets").as_posix()
+        row = next((line for line in readme.splitlines() if f"`{name}`" in line), None)
+        assert row, f"assets/{name} is not listed in assets/README.md"
+        scripts = re.findall(r"`(scripts/[\w./-]+\.py)", row)
+        assert scripts and all((REPO / s).is_file() for s in scripts), f"{name}: {scripts}"
