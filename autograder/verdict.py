@@ -293,7 +293,8 @@ def _trace_problem(
         return ProbeVerdict(
             name,
             False,
-            "no recording of the computation reached the grader",
+            "the result could not be verified: no recording of the computation reached the "
+            "grader (its recorder was switched off or replaced in this notebook)",
             tampering="the recording of the learner's operations was missing",
         )
     if trace.get("untraceable"):
