@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty
@@ -47,8 +48,12 @@ class WrappedKernelManager(AsyncKernelManager):
     """
 
     wrapper: list[str] = []
+    # Called before each start, restarts included (the sandbox reopens its socket folder).
+    before_start: Callable[[], None] | None = None
 
     def format_kernel_cmd(self, extra_arguments=None):
+        if self.before_start is not None:
+            self.before_start()
         return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
 
     @property
@@ -116,8 +121,10 @@ def _cell_status(cell) -> tuple[str, str]:
     return "ok", ""
 
 
-def _client(nb, workdir: Path, wrapper: list[str], cell_timeout: int, output_bytes: int):
-    manager_class = type("JobKernelManager", (WrappedKernelManager,), {"wrapper": list(wrapper)})
+def _client(nb, workdir: Path, wrapper: list[str], limits, before_start=None):
+    cell_timeout, output_bytes = limits.cell_timeout_s, limits.cell_output_bytes
+    hooks = {"wrapper": list(wrapper), "before_start": staticmethod(before_start)}
+    manager_class = type("JobKernelManager", (WrappedKernelManager,), hooks)
     km = manager_class(
         kernel_name="python3",
         transport="ipc",
@@ -249,6 +256,14 @@ async def _run_cells(client, nb, report: dict, cell_timeout: int) -> None:
                 entry["results"] = results
             else:
                 entry["published_results"] = len(results)
+                # Which exercises they claimed to be: those verdicts can no longer be trusted.
+                entry["published_for"] = sorted(
+                    {r["exercise"][:100] for r in results if _names_exercise(r)}
+                )[:50]
+
+
+def _names_exercise(payload) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get("exercise"), str)
 
 
 async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -> None:
@@ -266,9 +281,18 @@ async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -
                         entry.update(status="timeout", detail="the notebook's time limit ran out")
 
 
-def execute(nb, workdir: Path, limits, wrapper: list[str], env: dict) -> dict:
-    """Run `nb` in place (outputs are added to it) and return what happened, cell by cell."""
-    client = _client(nb, workdir, wrapper, limits.cell_timeout_s, limits.cell_output_bytes)
+def execute(
+    nb,
+    workdir: Path,
+    limits,
+    wrapper: list[str],
+    env: dict,
+    before_start: Callable[[], None] | None = None,
+) -> dict:
+    """Run `nb` in place (outputs are added to it) and return what happened, cell by cell.
+
+    `before_start` runs before the kernel starts and before each restart."""
+    client = _client(nb, workdir, wrapper, limits, before_start)
     report = {"cells": [], "kernel_died": False, "timed_out": False, "started": time.time()}
     # A thread of its own: the caller may already run an event loop (a notebook, a test
     # session that used Playwright), and asyncio.run refuses to nest.

@@ -283,7 +283,9 @@ def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str
         allow_unsandboxed=settings.allow_unsandboxed,
     )
     with box:  # the kernel's lifetime: whole-submission limits, then cleaning
-        execution = execute(merged, workdir, settings.limits, box.wrapper, box.env)
+        execution = execute(
+            merged, workdir, settings.limits, box.wrapper, box.env, before_start=box.reopen_sockets
+        )
     box.annotate(execution)  # limit_hit (a message for the student), limits_by
     return execution, box.isolation
 
@@ -347,17 +349,23 @@ def _score_cells(template, plans: dict, execution: dict) -> dict[str, CellResult
 def _reports_by_exercise(execution: dict) -> dict:
     """{exercise id: raw report} from the hidden cells; "duplicate" when one came twice."""
     found: dict = {}
+    forged: set[str] = set()
     for cell in execution.get("cells", []):
+        forged.update(e for e in cell.get("published_for", []) if isinstance(e, str))
         for raw in cell.get("results", []) if cell.get("hidden_tests_of") else []:
             eid = raw.get("exercise") if isinstance(raw, dict) else None
             if not isinstance(eid, str):
                 continue
             found[eid] = "duplicate" if eid in found else raw
-    return found
+    # Results claiming an exercise, sent from a cell that is not its hidden test: forged.
+    return found | {eid: "duplicate" for eid in forged}
 
 
 def _duplicate_verdict(exercise_id: str) -> ExerciseVerdict:
-    why = "the exercise's results were sent twice (by code other than the grader's recorder)"
+    why = (
+        "results for this exercise were sent by code other than the grader's recorder "
+        "(twice, or from another cell)"
+    )
     return ExerciseVerdict(
         exercise_id, "", [ProbeVerdict("results", False, "could not be verified", tampering=why)]
     )

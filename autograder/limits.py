@@ -374,8 +374,11 @@ class Supervisor:
     def root_pid(self) -> int | None:
         """The launcher's pid (bubblewrap's after exec) while that process lives, else None.
 
-        Checked against the start time first seen, so a reused pid is never taken for it.
+        Checked against the start time first seen, so a reused pid is never taken for it;
+        once it has ended, the pid file is read again (a restarted kernel's launcher).
         """
+        if self._root is not None and _start_time(self._root[0]) != self._root[1]:
+            self._root = None
         if self._root is None:
             with contextlib.suppress(OSError, ValueError):
                 pid = int(self.pid_file.read_text())

@@ -374,6 +374,21 @@ class Sandbox:
             os.chmod(folder, 0o755)
             self._sealed = True
 
+    def reopen_sockets(self) -> None:
+        """Before a kernel (re)starts: give the socket folder back to the kernel, emptied.
+
+        A restarted kernel binds its sockets again; in a sealed folder it could not. The old
+        kernel's socket files go first, so that sealing waits for the new kernel's.
+        """
+        if self.host_id is None or not self._sealed:
+            return
+        folder = socket_dir(self.workdir)
+        for entry in os.scandir(folder):
+            _remove(entry.path)
+        os.chown(folder, self.host_id, self.host_id, follow_symlinks=False)
+        os.chmod(folder, 0o700)
+        self._sealed = False
+
     def __exit__(self, *exc) -> None:
         if self._supervisor is not None:
             self.limit_hit = self._supervisor.stop()

@@ -303,11 +303,15 @@ def test_no_way_around_the_watch_gains_a_point(graded, student):
     assert high(result), f"{student}: no high-severity finding: {result.findings}"
 
 
-def test_results_published_from_a_learner_cell_are_ignored_and_reported(graded):
+def test_results_published_from_a_learner_cell_cost_what_they_claim_and_are_reported(graded):
+    """A learner cell that sends results in the grader's format never adds a point: the
+    exercises it claimed lose theirs (tampering costs what it protects), the rest stand."""
     _, results, _ = graded
     result = results["k1-publish-late"]
-    assert scores(result) == {**FULL, "test-softmax-stable": 0.0}
+    claimed = {"test-softmax-basic": 0.0, "test-softmax-stable": 0.0}
+    assert scores(result) == {**FULL, **claimed}
     assert "published grader results" in kinds(result)
+    assert high(result)
 
 
 def test_replaced_recorder_is_said_in_words(graded):
