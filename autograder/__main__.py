@@ -186,7 +186,7 @@ def cmd_mistakes(args) -> int:
 def cmd_bench(args) -> int:
     from autograder.bench import main as bench_main
 
-    return bench_main(args.submissions, args.workers or 2)
+    return bench_main(args.submissions, args.workers or 2, args.class_size, args.cluster_workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,9 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="class summary")
     mi = sub.add_parser("mistakes", help="how each lesson's checks catch its known mistakes")
     mi.add_argument("lessons", nargs="*")
-    be = sub.add_parser("bench", help="grading throughput vs nbgrader")
+    be = sub.add_parser(
+        "bench", help="grading throughput: nbgrader, the process pool, Dask; a cluster estimate"
+    )
     be.add_argument("--submissions", type=int, default=8)
     be.add_argument("--workers", type=int, default=2)
+    # The scale: 2,000 students x 8 lessons; 64 workers, say 4 machines of 16 cores.
+    be.add_argument("--class-size", type=int, default=16_000, help="submissions to estimate")
+    be.add_argument("--cluster-workers", type=int, default=64, help="workers to estimate on")
     for p in (col, gr, sub.choices["feedback"], sub.choices["export"], sub.choices["report"]):
         p.add_argument("--lesson", action="append", help="lesson folder (repeatable; default: all)")
     return parser

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -171,16 +171,18 @@ def worker_refusal(allow_unsandboxed: bool, lesson: str, fingerprint: str) -> st
     return None
 
 
-def grade_on_worker(job: RemoteJob, plans: dict) -> Refusal | RemoteOutcome:
+def grade_on_worker(job: RemoteJob, plans_ref: tuple[str, str]) -> Refusal | RemoteOutcome:
     """Runs on a Dask worker: grade `job` in a job folder of this worker's own.
 
-    `plans` is the run's {lesson: plans}, scattered once per run. Returns a `Refusal` (see
-    `worker_refusal`) or the result with the executed notebook; raises only for the grader's
-    own failures, as `grade_job` does."""
+    `plans_ref` names the run's {lesson: plans}, scattered once per run: (the published
+    dataset's name, the data's key). Returns a `Refusal` (see `worker_refusal`) or the result
+    with the executed notebook; raises only for the grader's own failures, as `grade_job`
+    does."""
     address = _worker_address()
     refusal = worker_refusal(job.settings.allow_unsandboxed, job.lesson, job.fingerprint)
     if refusal is not None:
         return Refusal(address, refusal)
+    plans = _run_plans(*plans_ref)
     scratch = Path(tempfile.mkdtemp(prefix="autograder-job-", dir=_worker_scratch()))
     try:
         path = scratch / "submission" / Path(job.submission_name).name
@@ -193,6 +195,22 @@ def grade_on_worker(job: RemoteJob, plans: dict) -> Refusal | RemoteOutcome:
         return RemoteOutcome(address, result, executed.read_bytes() if keep else None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_RUN_PLANS: dict[str, dict] = {}
+
+
+def _run_plans(dataset: str, key: str) -> dict:
+    """This run's plans on this worker: its scattered copy, else fetched from a peer once
+    (a worker that joined or restarted after the scatter)."""
+    if key not in _RUN_PLANS:
+        from distributed import get_client, get_worker
+
+        data = get_worker().data
+        plans = data[key] if key in data else get_client().get_dataset(dataset).result()
+        _RUN_PLANS.clear()  # one run's plans at a time
+        _RUN_PLANS[key] = plans
+    return _RUN_PLANS[key]
 
 
 def _worker_address() -> str:
@@ -357,69 +375,89 @@ class DaskExecutor:
                 remote[index] = payload
         if not remote:
             return
-        [shared_plans] = client.scatter([plans], broadcast=True, hash=False)
         run = uuid.uuid4().hex[:8]
+        # Scattered once to every worker; jobs name it rather than depend on it, so that the
+        # scheduler places them on any worker, one restarted since included.
+        [shared_plans] = client.scatter([plans], broadcast=True, hash=False)
+        client.publish_dataset(shared_plans, name=f"autograder-plans-{run}")
         attempts: Counter[int] = Counter()
+        deaths: Counter[int] = Counter()
         refusals: dict[int, dict[str, str]] = {}
         owner: dict[str, int] = {}
+        waiting = deque((index, None) for index in remote)
 
-        def submit(index: int, workers: list[str] | None = None):
+        def submit(index: int, workers: list[str] | None):
             attempts[index] += 1
             job = jobs[index]
             key = f"grade-{job.lesson}-{job.student}-{run}-{attempts[index]}"
             owner[key] = index
+            plans_ref = (f"autograder-plans-{run}", shared_plans.key)
             return client.submit(
                 grade_on_worker,
                 remote[index],
-                shared_plans,
+                plans_ref,
                 key=key,
                 workers=workers,
                 allow_other_workers=workers is not None,
                 pure=False,
             )
 
-        pending = dask_completed([submit(i) for i in remote])
+        pending = dask_completed()
         done: set[int] = set()
-        for future in pending:
-            index = owner.pop(future.key)
-            job = jobs[index]
-            outcome, error = _outcome(future)
-            future.release()
-            if index in done:  # never twice into the gradebook
-                continue
-            verdict, value = self._settle(client, index, outcome, error, attempts, refusals)
-            if verdict == "retry":
-                pending.add(submit(index, value or None))
-                continue
-            if verdict == "failed":
-                result = failed_job(job, settings, value, seed)
-            else:
-                result = value.result
-                if value.executed is not None:
-                    _save_notebook(settings.root, job, value.executed)
-            done.add(index)
-            yield job, result
-        shared_plans.release()
+        try:
+            while waiting or pending.count():
+                # As many jobs in flight as worker threads: a worker holds only the job it
+                # runs, so one that dies takes no waiting job with it.
+                while waiting and pending.count() < max(1, sum(client.nthreads().values())):
+                    pending.add(submit(*waiting.popleft()))
+                future = next(pending)
+                index = owner.pop(future.key)
+                job = jobs[index]
+                outcome, error = _outcome(future)
+                future.release()
+                if index in done:  # never twice into the gradebook
+                    continue
+                verdict, value = self._settle(
+                    client, index, outcome, error, (attempts, deaths, refusals)
+                )
+                if verdict == "retry":
+                    waiting.appendleft((index, value or None))
+                    continue
+                if verdict == "failed":
+                    result = failed_job(job, settings, value, seed)
+                else:
+                    result = value.result
+                    if value.executed is not None:
+                        _save_notebook(settings.root, job, value.executed)
+                done.add(index)
+                yield job, result
+        finally:
+            client.unpublish_dataset(f"autograder-plans-{run}")
+            shared_plans.release()
 
-    def _settle(self, client, index, outcome, error, attempts, refusals):
-        """("done", RemoteOutcome), ("retry", workers to try; [] for any) or ("failed", why)."""
+    def _settle(self, client, index, outcome, error, tally):
+        """("done", RemoteOutcome), ("retry", workers to try; [] for any) or ("failed", why).
+
+        `tally`: the run's (deaths, refusals) per job, updated here."""
+        deaths, refusals = tally
         if isinstance(outcome, RemoteOutcome):
             return "done", outcome
         if isinstance(outcome, Refusal):
             tried = refusals.setdefault(index, {})
             tried[outcome.worker] = outcome.reason
             others = [w for w in client.nthreads() if w not in tried]
-            if others and attempts[index] <= self.retries + len(others):
+            if others and len(tried) <= len(client.nthreads()):
                 return "retry", others
             worker, reason = next(reversed(tried.items()))
             return "failed", WorkerRefused(f"the Dask worker {worker} refused the job: {reason}")
         if _is_killed_worker(error):
-            if attempts[index] <= self.retries:
+            deaths[index] += 1
+            if deaths[index] <= self.retries:
                 return "retry", []
             last = getattr(getattr(error, "last_worker", None), "address", "?")
             return "failed", WorkerLost(
-                f"the Dask worker grading it died, {attempts[index]} time(s) (retried "
-                f"{attempts[index] - 1} time(s), the limit); the last was {last}"
+                f"the Dask worker grading it died, {deaths[index]} time(s) (retried "
+                f"{deaths[index] - 1} time(s), the limit); the last was {last}"
             )
         if isinstance(error, ImportError):
             return "failed", WorkerRefused(
