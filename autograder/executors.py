@@ -417,9 +417,7 @@ class DaskExecutor:
                 future.release()
                 if index in done:  # never twice into the gradebook
                     continue
-                verdict, value = self._settle(
-                    client, index, outcome, error, (attempts, deaths, refusals)
-                )
+                verdict, value = self._settle(client, index, outcome, error, (deaths, refusals))
                 if verdict == "retry":
                     waiting.appendleft((index, value or None))
                     continue
