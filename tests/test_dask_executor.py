@@ -23,8 +23,9 @@ import pytest
 
 from autograder import grading, sandbox
 from autograder.__main__ import main as cli
-from autograder.executors import DaskExecutor, parse_scheduler
+from autograder.executors import DaskExecutor, GradingProgress, parse_scheduler
 from autograder.lesson import load_lesson
+from autograder.results import GradingResult
 from tests.notebooks import REPO, load, save, with_cell
 
 pytest.importorskip("distributed")
@@ -145,6 +146,21 @@ def test_the_default_path_does_not_import_dask():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_progress_bar_counts_graded_failed_and_remaining():
+    import io
+
+    out = io.StringIO()
+    progress = GradingProgress(echo=lambda r: f"{r.student}: {r.status}", file=out)
+    progress.begin(3)
+    for student, status in [("a", "graded"), ("b", "error")]:
+        progress(GradingResult(student, LESSON, f"{NB}.ipynb", status, 20.0))
+    progress.close()
+    assert (progress.graded, progress.failed) == (1, 1)
+    text = out.getvalue()
+    assert "graded 1, failed 1, remaining 1" in text and "notebooks/min" in text
+    assert "b: error" in text
 
 
 # ---------------------------------------------------------------- a class on two executors
