@@ -6,7 +6,8 @@ The coordinator (`grade`)
 2. draws this run's seed (fresh each run unless given; recorded in every result) and plans
    each lesson once for the whole class (`autograder.verdict.plan_lesson`: hidden probes,
    the reference's outputs, every known mistake's outputs);
-3. runs the jobs on an executor (a local process pool; see `autograder.executors`);
+3. runs the jobs on an executor (a local process pool, or a Dask cluster; see
+   `autograder.executors`);
 4. writes each result to `results/<lesson>/<student>.json` (the truth) and derives nbgrader's
    gradebook from the results of the students currently submitted.
 
