@@ -254,7 +254,9 @@ class DaskExecutor:
 
     `scheduler`: "local:N" starts a LocalCluster of N worker processes of one thread each here
     (closed again by `close`); an address connects to a running scheduler. Or pass a connected
-    `client` (left open). `retries`: how many times a job whose worker died is submitted again
+    `client` (left open). Jobs go out as worker threads free up (no more in flight than there
+    are threads), so a worker that dies takes only the job it was running with it.
+    `retries`: how many times a job whose worker died is submitted again
     (a remote scheduler's own `distributed.scheduler.allowed-failures` applies first; a local
     cluster's is 0, so that `retries` alone counts). `save_notebooks`: bring back the executed
     notebooks, written under <root>/autograded/ as the local executor does.
@@ -305,8 +307,8 @@ class DaskExecutor:
 
         kind, target = self.where
         if kind == "local":
-            # allowed-failures 0: `retries` alone decides; saturation 1.0: a worker holds only
-            # the job it runs, so a dead worker takes one job with it and a slow job no queue.
+            # allowed-failures 0: `retries` alone decides. Saturation 1.0 queues jobs on the
+            # scheduler, as `_run` keeps no more in flight than there are worker threads.
             with dask.config.set(
                 {
                     "distributed.scheduler.allowed-failures": 0,
