@@ -213,6 +213,16 @@ def _run_plans(dataset: str, key: str) -> dict:
     return _RUN_PLANS[key]
 
 
+def warm_up() -> None:
+    """On each worker as the executor starts: import the grader (torch, nbclient: seconds)
+    and probe the sandbox once, as the process pool's fork server does, so that a job's time
+    is grading alone. A worker that joins later pays this on its first job."""
+    import autograder.execute  # noqa: F401
+    import autograder.verdict  # noqa: F401
+
+    sandbox.unavailable_reason()
+
+
 def _worker_address() -> str:
     try:
         from distributed import get_worker
@@ -340,6 +350,7 @@ class DaskExecutor:
                     "grading machine"
                 ) from None
         self.workers = len(self.client.nthreads())
+        self.client.run(warm_up)
         return self.client
 
     def close(self) -> None:
