@@ -350,7 +350,7 @@ class DaskExecutor:
                     "grading machine"
                 ) from None
         self.workers = len(self.client.nthreads())
-        self.client.run(warm_up)
+        self.client.run(warm_up, on_error="ignore")  # a broken worker refuses its jobs later
         return self.client
 
     def close(self) -> None:
