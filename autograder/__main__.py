@@ -4,10 +4,11 @@ release                      regenerate course/ from solutions/
 collect SOURCE               import a folder or an LMS export (Canvas, Moodle, Blackboard,
                              Brightspace, Gradescope) into <root>/submitted
 grade [--lesson L] [-j N]    autograde in parallel, sandboxed, into nbgrader's gradebook
+      [--scheduler local:N | tcp://HOST:PORT]   ... or on a Dask cluster
 feedback                     one HTML page per student and lesson (no hidden-test source)
 export                       nbgrader's CSV and an LMS-importable CSV
 report                       class summary: histogram, pass rates, slowest, integrity
-bench                        grading throughput: --workers 2 vs nbgrader's autograde
+bench                        grading throughput: nbgrader, the process pool, a Dask LocalCluster
 mistakes [LESSON ...]        how each lesson's visible and hidden checks catch its known mistakes
 """
 
@@ -80,52 +81,75 @@ def cmd_collect(args) -> int:
 
 def cmd_grade(args) -> int:
     from autograder import grading, reports, sandbox
+    from autograder.executors import GradingProgress
 
     limits = sandbox.Limits(
         cell_timeout_s=args.cell_timeout,
         notebook_timeout_s=args.notebook_timeout,
         memory_bytes=int(args.memory_gb * 2**30),
     )
-    workers = args.workers or max(1, (os.cpu_count() or 2))
+    executor, workers, threads = _executor(args)
     settings = grading.Settings(
         root=args.root,
         limits=limits,
         seed=args.seed,
-        threads_per_kernel=max(1, (os.cpu_count() or 1) // workers),
+        threads_per_kernel=threads,
         allow_unsandboxed=args.allow_unsandboxed,
     )
-
-    def show(result) -> None:
-        detail = "" if result.status == "graded" else f"  ({result.status}: {result.reason})"
-        print(
-            f"  {result.lesson}  {result.student:<24} {result.score:>5g} / "
-            f"{result.max_score:g}  {result.seconds:5.1f} s{detail}",
-            flush=True,
-        )
-
-    reason = sandbox.unavailable_reason()
-    if reason is not None and not args.allow_unsandboxed:
-        print(f"error: cannot grade safely: {reason}.", file=sys.stderr)
-        print("  (--allow-unsandboxed grades anyway, without isolation)", file=sys.stderr)
-        return 2
-    if reason is not None:
-        print(f"WARNING: {reason}; {sandbox.NO_SANDBOX_WARNING}", file=sys.stderr)
+    if executor is None or executor.where[0] == "local":  # this machine grades: check it now
+        reason = sandbox.unavailable_reason()
+        if reason is not None and not args.allow_unsandboxed:
+            print(f"error: cannot grade safely: {reason}.", file=sys.stderr)
+            print("  (--allow-unsandboxed grades anyway, without isolation)", file=sys.stderr)
+            return 2
+        if reason is not None:
+            print(f"WARNING: {reason}; {sandbox.NO_SANDBOX_WARNING}", file=sys.stderr)
+    progress = GradingProgress(echo=_result_line)
     try:
+        if executor is not None:
+            executor.start()  # a wrong address or an empty cluster fails before any work
         results = grading.grade(
             args.root,
             _lessons(args),
             workers=workers,
             force=args.force,
             settings=settings,
-            progress=show,
+            progress=progress,
+            executor=executor,
         )
     except grading.GradeLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    finally:
+        progress.close()
+        if executor is not None:
+            executor.close()
     cached = sum(1 for r in results if r.cached)
     print(f"graded {len(results) - cached} submission(s), {cached} unchanged since the last run")
     print(reports.report_text(args.root, args.lesson))
     return 0
+
+
+def _executor(args):
+    """(DaskExecutor or None for the local pool, workers, threads per kernel) from the flags."""
+    cores = os.cpu_count() or 1
+    if not args.scheduler:
+        workers = args.workers or max(1, cores)
+        return None, workers, max(1, cores // workers)
+    from autograder.executors import DaskExecutor
+
+    executor = DaskExecutor(args.scheduler, retries=args.retries)
+    if executor.where[0] == "local":
+        return executor, executor.workers, max(1, cores // executor.workers)
+    return executor, 0, 1  # one single-threaded Dask worker per core on each machine
+
+
+def _result_line(result) -> str:
+    detail = "" if result.status == "graded" else f"  ({result.status}: {result.reason})"
+    return (
+        f"  {result.lesson}  {result.student:<24} {result.score:>5g} / "
+        f"{result.max_score:g}  {result.seconds:5.1f} s{detail}"
+    )
 
 
 def cmd_feedback(args) -> int:
@@ -162,7 +186,7 @@ def cmd_mistakes(args) -> int:
 def cmd_bench(args) -> int:
     from autograder.bench import main as bench_main
 
-    return bench_main(args.submissions, args.workers or 2)
+    return bench_main(args.submissions, args.workers or 2, args.class_size, args.cluster_workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument(
         "--workers", "-j", type=int, default=0, help="parallel workers (default: cores)"
     )
+    gr.add_argument(
+        "--scheduler",
+        default=None,
+        help="grade on Dask: local:N (a LocalCluster of N workers here) or a running "
+        "scheduler's address, tcp://HOST:8786 (default: the local process pool, --workers)",
+    )
+    gr.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="with --scheduler: times a job is resubmitted when its worker dies (default 2)",
+    )
     gr.add_argument("--force", action="store_true", help="re-grade unchanged submissions too")
     gr.add_argument("--cell-timeout", type=int, default=30)
     gr.add_argument("--notebook-timeout", type=int, default=300)
@@ -216,9 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="class summary")
     mi = sub.add_parser("mistakes", help="how each lesson's checks catch its known mistakes")
     mi.add_argument("lessons", nargs="*")
-    be = sub.add_parser("bench", help="grading throughput vs nbgrader")
+    be = sub.add_parser(
+        "bench", help="grading throughput: nbgrader, the process pool, Dask; a cluster estimate"
+    )
     be.add_argument("--submissions", type=int, default=8)
     be.add_argument("--workers", type=int, default=2)
+    # The issue's scale: 2,000 students x 8 lessons; 64 workers, say 4 machines of 16 cores.
+    be.add_argument("--class-size", type=int, default=16_000, help="submissions to estimate")
+    be.add_argument("--cluster-workers", type=int, default=64, help="workers to estimate on")
     for p in (col, gr, sub.choices["feedback"], sub.choices["export"], sub.choices["report"]):
         p.add_argument("--lesson", action="append", help="lesson folder (repeatable; default: all)")
     return parser

@@ -1,5 +1,8 @@
 """Grading throughput, measured side by side on one batch: nbgrader's sequential `autograde`
-against this grader with 1 and with N workers. Prints a table and writes runs/grading-*.json.
+against this grader with 1 and with N workers of the process pool and with a Dask LocalCluster
+of N workers (its start included). Prints a table, then an ESTIMATE for a Dask cluster (the
+per-job cost measured here x the class size / the cluster's workers, not a measurement), and
+writes runs/grading-*.json.
 """
 
 from __future__ import annotations
@@ -57,33 +60,79 @@ def time_nbgrader(work: Path, batch: list) -> tuple[float, dict]:
     return elapsed, coursedir.scores(course, LESSON)
 
 
-def time_ours(work: Path, batch: list, workers: int) -> tuple[float, dict]:
-    root = work / f"ours-{workers}"
+def time_ours(
+    work: Path, batch: list, workers: int, dask: bool = False
+) -> tuple[float, dict, list[float]]:
+    """Seconds to grade `batch` (force: nothing cached), {student: {grade_id: points}} and
+    the seconds each executed job took in its worker.
+
+    With `dask`, on a Dask LocalCluster of `workers` workers started inside the timing."""
+    executor = None
+    if dask:
+        from autograder.executors import DaskExecutor
+
+        executor = DaskExecutor(f"local:{workers}")
+    root = work / f"ours-{workers}{'-dask' if dask else ''}"
     grading.ensure_course(root, [LESSON])
     _submit(root, batch)
     settings = grading.Settings(root=root, threads_per_kernel=max(1, 2 // workers))
     start = time.perf_counter()
-    results = grading.grade(root, [LESSON], workers=workers, force=True, settings=settings)
+    results = grading.grade(
+        root, [LESSON], workers=workers, force=True, settings=settings, executor=executor
+    )
     elapsed = time.perf_counter() - start
-    return elapsed, {r.student: {g: c.points for g, c in r.cells.items()} for r in results}
+    scores = {r.student: {g: c.points for g, c in r.cells.items()} for r in results}
+    return (
+        elapsed,
+        scores,
+        [r.seconds for r in results if r.status == "graded" and not r.shared_run],
+    )
 
 
-def main(n: int = 8, workers: int = 2) -> int:
+def cluster_estimate(job_seconds: list[float], submissions: int, workers: int) -> dict:
+    """An ESTIMATE, not a measurement: the mean per-job cost measured on the LocalCluster
+    (seconds of one worker per notebook) x `submissions` / `workers` of a Dask cluster.
+
+    Leaves out the coordinator's own work per run (planning, scattering the plans, reading and
+    writing results), network transfer and stragglers at the end of the run."""
+    per_job = sum(job_seconds) / max(1, len(job_seconds))
+    seconds = per_job * submissions / max(1, workers)
+    return {
+        "per_job_s": per_job,
+        "submissions": submissions,
+        "workers": workers,
+        "seconds": seconds,
+        "notebooks_per_min": 60 * submissions / seconds if seconds else 0.0,
+    }
+
+
+def main(n: int = 8, workers: int = 2, class_size: int = 16_000, cluster_workers: int = 64) -> int:
+    """Run the comparison on `n` submissions; estimate `class_size` on `cluster_workers`."""
     batch = _batch(n)
     work = Path(tempfile.mkdtemp(prefix="grading-bench-"))
     try:
         rows = [("nbgrader autograde (sequential)", *time_nbgrader(work, batch))]
-        rows.append(("this grader, --workers 1", *time_ours(work, batch, 1)))
-        rows.append((f"this grader, --workers {workers}", *time_ours(work, batch, workers)))
+        rows.append(("this grader, --workers 1", *time_ours(work, batch, 1)[:2]))
+        rows.append((f"this grader, --workers {workers}", *time_ours(work, batch, workers)[:2]))
+        *dask_row, job_seconds = time_ours(work, batch, workers, dask=True)
+        rows.append((f"Dask LocalCluster, local:{workers}", *dask_row))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = rows[0][1]
     print(f"\nGrading throughput: {n} submissions of lesson {LESSON}")
-    print(f"{'run':<34}{'seconds':>9}{'notebooks/min':>15}{'speed-up vs nbgrader':>22}")
+    print(f"{'run':<36}{'seconds':>9}{'notebooks/min':>15}{'speed-up vs nbgrader':>22}")
     for name, seconds, _ in rows:
-        print(f"{name:<34}{seconds:>9.1f}{60 * n / seconds:>15.1f}{base / seconds:>21.2f}x")
-    same = rows[1][2] == rows[2][2]
-    print(f"scores identical with 1 and {workers} workers: {same}")
+        print(f"{name:<36}{seconds:>9.1f}{60 * n / seconds:>15.1f}{base / seconds:>21.2f}x")
+    same = rows[1][2] == rows[2][2] == rows[3][2]
+    print(f"scores identical with 1 and {workers} workers and on Dask: {same}")
+    estimate = cluster_estimate(job_seconds, class_size, cluster_workers)
+    print(
+        f"ESTIMATE (not measured) for a Dask cluster of {cluster_workers} workers and "
+        f"{class_size} submissions: {estimate['per_job_s']:.1f} s per job (mean measured on "
+        f"the LocalCluster) x {class_size} / {cluster_workers} = "
+        f"{estimate['seconds'] / 60:.0f} min, {estimate['notebooks_per_min']:.0f} notebooks/min "
+        "(leaves out the coordinator's planning, transfers and stragglers)"
+    )
     out = REPO / "runs"
     out.mkdir(exist_ok=True)
     record = {
@@ -93,6 +142,7 @@ def main(n: int = 8, workers: int = 2) -> int:
         "runs": [
             {"run": name, "seconds": s, "notebooks_per_min": 60 * n / s} for name, s, _ in rows
         ],
+        "cluster_estimate": estimate,
     }
     path = out / f"grading-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(record, indent=1))
