@@ -870,7 +870,7 @@ def rope_attention(q, k, v, cos, sin, layout="interleaved"):
     ),
     Mistake(
         id="rope-only-q",
-        hint="rotate the keys too: the score depends on m - n only because q is turned by m w_i "
+        hint="rotate the keys too: the score depends on n - m only because q is turned by m w_i "
         "and k by n w_i, and the dot product sees the difference",
         source="""
 def rope_attention(q, k, v, cos, sin, layout="interleaved"):
