@@ -226,7 +226,7 @@ def _heads(w, g, tol) -> str | None:
         return None
     n = w.shape[1]
     wrong = [h for h in range(n) if not _close(w[:, h], g[:, h], tol)]
-    if not wrong or len(wrong) == n and n > 2:
+    if not wrong or len(wrong) == n:  # "the others right" needs some right ones
         swapped = _head_permutation(w, g, tol)
         return swapped
     matches = {h: [k for k in range(n) if _close(w[:, k], g[:, h], tol)] for h in wrong}

@@ -6,14 +6,17 @@ It runs the learner's own `sinusoidal_table`, `rope_cos_sin`, `rotate_pairs`, `a
 * *table*: the sinusoidal heatmap (position x dimension), the chosen position's row marked;
 * *pair*: one dimension pair of a fixed query rotated by the learner's RoPE at every position
   up to the chosen one, with its angle and norm (a rotation keeps the norm);
-* *score*: `<R_m q, R_n k>` against the distance `m - n` for fixed random `q`, `k`, computed at
-  two absolute offsets (0 and the chosen one): RoPE makes the two curves coincide;
+* *score*: `<R_m q, R_n k>` against the distance `n - m` (key position minus query position,
+  the lesson's convention) for fixed random `q`, `k`, with the query at two absolute offsets (0
+  and the chosen one): RoPE makes the two curves coincide;
 * *alibi*: the learner's bias for the chosen number of heads, one row per head, one query
   looking back over 64 keys.
 
-Nothing is compared with a reference; the readout states the properties the picture shows
-(largest norm change, largest difference between the two offsets) measured on the learner's
-output.
+Only the ALiBi view compares with a rule (the paper's slopes, Press et al. 2022, and
+-slope * distance); the other readouts state properties measured on the learner's own output
+(largest norm change, largest difference between the two offsets, a pair that leaves its
+circle, tables that ignore `theta` or the layout, angles that drift at large positions) and
+name the likely cause.
 """
 
 from __future__ import annotations
@@ -24,24 +27,52 @@ import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
 
-from course.widgets.base import CONTROL_STYLE, Explorer, choice_slider, int_slider
+from course.widgets.base import (
+    CONTROL_STYLE,
+    Explorer,
+    _describe_exception,
+    choice_slider,
+    int_slider,
+)
 
 D_MODEL, N_POSITIONS, HEAD_DIM, MAX_DISTANCE, ALIBI_KEYS = 64, 128, 64, 256, 64
+SHIFT = 1000  # the least shift at which the tables are compared with those near 0
+GAP_OK = 1e-8  # float64 scores at the two offsets agree to this when RoPE is relative
 VIEWS = ("table", "pair", "score", "alibi")
+
+
+class BadResult(Exception):
+    """A learner's function returned something this explorer cannot draw (its words, not a
+    crash of the learner's code)."""
 
 
 def _tensor(value, what: str, shape: tuple | None = None) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{what} returned a {type(value).__name__}, expected a torch.Tensor")
+        raise BadResult(f"your {what} returned a {type(value).__name__}, expected a torch.Tensor")
     if shape is not None and tuple(value.shape) != shape:
-        raise ValueError(f"{what} returned shape {tuple(value.shape)}, expected {shape}")
-    return value.detach().to(torch.float64)
+        raise BadResult(f"your {what} returned shape {tuple(value.shape)}, expected {shape}")
+    out = value.detach().to(torch.float64)
+    if not torch.isfinite(out).all():
+        raise BadResult(f"your {what} returned NaN or inf: nothing to draw")
+    return out
 
 
 def _pair(value, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(value, tuple | list) and len(value) == 2):
-        raise TypeError(f"{what} must return the pair (cos, sin)")
+        raise BadResult(
+            f"your {what} returned a {type(value).__name__}; this explorer needs the pair "
+            "(cos, sin)"
+        )
     return value[0], value[1]
+
+
+def paper_slopes(n_heads: int) -> list[float]:
+    """ALiBi's slopes by the rule of Press et al. (2022), `get_slopes` in their code: the
+    geometric sequence of the largest power of two m <= n, then every other slope of 2m."""
+    m = 2 ** (n_heads.bit_length() - 1)
+    base = [2.0 ** (-8.0 * (h + 1) / m) for h in range(m)]
+    extra = [2.0 ** (-8.0 * (h + 1) / (2 * m)) for h in range(0, 2 * m, 2)]
+    return base + extra[: n_heads - m]
 
 
 class PositionsExplorer(Explorer):
@@ -57,6 +88,20 @@ class PositionsExplorer(Explorer):
         g = torch.Generator().manual_seed(seed)
         self.q, self.k = torch.randn(2, HEAD_DIM, generator=g, dtype=torch.float64)
         super().__init__()
+
+    def update(self) -> None:
+        """As the base class, but a result the explorer cannot use is named as such, not as an
+        exception the learner's function raised."""
+        self.updates += 1
+        try:
+            self.state, self.error = self.compute(), None
+        except BadResult as exc:
+            self.state, self.error = {}, f"✘ {exc}"
+        except NotImplementedError:
+            self.state, self.error = {}, "Your function is not written yet (NotImplementedError)."
+        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
+            self.state, self.error = {}, _describe_exception(exc)
+        self._render()
 
     def controls(self):
         self.view = W.ToggleButtons(
@@ -74,8 +119,9 @@ class PositionsExplorer(Explorer):
         self.heads = int_slider("ALiBi heads", 12, 1, 32)
         help_text = W.HTML(
             "<small><i>table</i>: your sinusoidal table. <i>pair</i>: pair i of a query turned by "
-            "your RoPE at positions 0..position. <i>score</i>: q·k against the distance, at offset "
-            "0 and at the chosen offset (RoPE: the curves coincide). <i>alibi</i>: your bias per "
+            "your RoPE at positions 0..position. <i>score</i>: q·k against the distance n − m "
+            "(key position − query position), with the query at 0 and at the chosen offset "
+            "(RoPE: the curves coincide). <i>alibi</i>: your bias per "
             "head for one query.</small>"
         )
         return [
@@ -109,64 +155,139 @@ class PositionsExplorer(Explorer):
         )
         return {"table": table, "row": min(self.position.value, N_POSITIONS - 1)}
 
-    def _rotated(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The learner's RoPE of `x` `(len(positions), HEAD_DIM)` at `positions`."""
+    def _tables(self, positions: torch.Tensor, theta: float | None = None):
+        """The learner's float64 `(cos, sin)`, each checked to be `(len(positions), HEAD_DIM/2)`."""
+        theta = float(self.theta.value) if theta is None else theta
         cos, sin = _pair(
-            self.cos_sin_fn(positions, HEAD_DIM, float(self.theta.value), dtype=torch.float64),
-            "rope_cos_sin",
+            self.cos_sin_fn(positions, HEAD_DIM, theta, dtype=torch.float64), "rope_cos_sin"
         )
-        out = self.rotate_fn(x, cos, sin, self.layout.value)
+        shape = (len(positions), HEAD_DIM // 2)
+        return _tensor(cos, "rope_cos_sin (cos)", shape), _tensor(sin, "rope_cos_sin (sin)", shape)
+
+    def _rotated(self, x: torch.Tensor, positions: torch.Tensor, layout: str | None = None):
+        """The learner's RoPE of `x` `(len(positions), HEAD_DIM)` at `positions`."""
+        cos, sin = self._tables(positions)
+        out = self.rotate_fn(x, cos, sin, layout or self.layout.value)
         return _tensor(out, "rotate_pairs", tuple(x.shape))
+
+    def _suspects(self, positions: torch.Tensor) -> list[str]:
+        """Properties of the learner's RoPE at `positions` (some beyond 0) that explain a wrong
+        picture: the layout or theta ignored."""
+        found = []
+        x = self.q.expand(len(positions), HEAD_DIM)
+        other = "half" if self.layout.value == "interleaved" else "interleaved"
+        if torch.equal(self._rotated(x, positions), self._rotated(x, positions, other)):
+            found.append(
+                "your rotate_pairs gives the same result for layout='interleaved' and 'half': "
+                "the layout argument is ignored"
+            )
+        theta = float(self.theta.value)
+        if all(
+            torch.equal(a, b)
+            for a, b in zip(
+                self._tables(positions), self._tables(positions, theta * 7.0), strict=True
+            )
+        ):
+            found.append(
+                "your rope_cos_sin returns the same tables for another theta: theta is ignored"
+            )
+        return found
 
     def _pair_dims(self) -> tuple[int, int]:
         i = self.pair_index.value
         return (2 * i, 2 * i + 1) if self.layout.value == "interleaved" else (i, i + HEAD_DIM // 2)
 
     def _rotating_pair(self) -> dict:
-        end = max(self.position.value, 1)
+        end = self.position.value
         positions = torch.linspace(0, end, min(end + 1, 200)).round().long().unique()
         x = self.q.expand(len(positions), HEAD_DIM)
         rotated = self._rotated(x, positions)
         a, b = self._pair_dims()
         norm_change = (rotated.norm(dim=-1) - x.norm(dim=-1)).abs().max().item()
+        radius = rotated[:, [a, b]].norm(dim=-1)
         return {
             "points": rotated[:, [a, b]],
             "start": x[0, [a, b]],
             "positions": positions,
             "dims": (a, b),
             "norm_change": norm_change,
+            "radius_change": (radius - x[0, [a, b]].norm()).abs().max().item(),
+            "suspects": self._suspects(torch.tensor([0, 1, 7, 300])),
         }
 
     def _scores(self) -> dict:
-        """q.k against the distance, twice: key at 0 and queries at 0 .. 255 in one call (key
-        last), then key at `offset` and queries at offset .. offset + 255 (key first). A RoPE
-        that reads only the row index instead of the positions sees other positions in the two
-        calls, so its curves part."""
+        """q.k against the distance n - m, twice: query at 0 and keys at 0 .. 255 in one call
+        (query last), then query at `offset` and keys at offset .. offset + 255 (query first).
+        A RoPE that reads only the row index instead of the positions sees other positions in
+        the two calls, so its curves part."""
         distance = torch.arange(MAX_DISTANCE)
         offset = self.position.value
-        qs = self.q.expand(MAX_DISTANCE, HEAD_DIM)
-        first = self._rotated(torch.cat((qs, self.k[None])), torch.cat((distance, distance[:1])))
-        second = self._rotated(
-            torch.cat((self.k[None], qs)), torch.cat((distance[:1], distance)) + offset
-        )
+        ks = self.k.expand(MAX_DISTANCE, HEAD_DIM)
+        first_pos = torch.cat((distance, distance[:1]))
+        second_pos = torch.cat((distance[:1], distance)) + offset
+        first = self._rotated(torch.cat((ks, self.q[None])), first_pos)
+        second = self._rotated(torch.cat((self.q[None], ks)), second_pos)
         curves = [(first[:-1] * first[-1]).sum(-1), (second[1:] * second[0]).sum(-1)]
-        return {
+        state = {
             "distance": distance,
             "curves": curves,
             "offset": offset,
             "gap": (curves[0] - curves[1]).abs().max().item(),
         }
+        suspects = self._suspects(torch.tensor([0, 1, 7, 300]))
+        if state["gap"] >= GAP_OK:
+            suspects = self._score_causes(distance) + suspects
+            if not suspects:
+                suspects = [
+                    "your tables look right, so look at rotate_pairs: does it turn each pair "
+                    "(a cos - b sin, a sin + b cos) with the same pairing for every vector?"
+                ]
+        state["suspects"] = suspects
+        return state
+
+    def _score_causes(self, distance: torch.Tensor) -> list[str]:
+        """Why the two curves part, from the learner's own tables: positions ignored, or angles
+        that drift at large positions (rounded)."""
+        shift = max(self.position.value, SHIFT)
+        near, far = self._tables(distance), self._tables(distance + shift)
+        if all(torch.equal(a, b) for a, b in zip(near, far, strict=True)):
+            return [
+                f"your rope_cos_sin returns the same tables for positions shifted by {shift}: "
+                "it ignores the positions (torch.arange instead?)"
+            ]
+
+        def steps(cos, sin):  # cos of the angle turned from one position to the next
+            return cos[:-1] * cos[1:] + sin[:-1] * sin[1:]
+
+        drift = (steps(*near) - steps(*far)).abs().max().item()
+        if drift > 1e-9:
+            return [
+                f"your tables do not turn by the same angle per position near {shift} as near 0 "
+                f"(the cosine of one step differs by up to {drift:.1e}): the angles lose "
+                "precision at large positions. Form them in float64 (positions.to(torch.float64))"
+                ", not in bfloat16, float16 or float32, and round only cos and sin"
+            ]
+        return []
 
     def _alibi(self) -> dict:
         if self.slopes_fn is None or self.bias_fn is None:
-            raise ValueError("pass your alibi_slopes and alibi_bias to see this view")
+            raise BadResult("pass your alibi_slopes and alibi_bias to see this view")
         n = self.heads.value
         slopes = self.slopes_fn(n)
         _tensor(slopes, "alibi_slopes", (n,))
         query = torch.tensor([ALIBI_KEYS - 1])
         bias = self.bias_fn(slopes, query, torch.arange(ALIBI_KEYS))
         bias = _tensor(bias, "alibi_bias", (n, 1, ALIBI_KEYS))[:, 0]
-        return {"slopes": _tensor(slopes, "alibi_slopes"), "bias": bias}
+        slopes = _tensor(slopes, "alibi_slopes")
+        distance = (query - torch.arange(ALIBI_KEYS)).abs().double()
+        rule = torch.tensor(paper_slopes(n), dtype=torch.float64)
+        return {
+            "slopes": slopes,
+            "bias": bias,
+            "slopes_ok": torch.allclose(slopes, rule, rtol=1e-5, atol=1e-7),
+            "rule": rule,
+            "bias_ok": torch.allclose(bias, -slopes[:, None] * distance, rtol=1e-5, atol=1e-6),
+        }
 
     # ---------------------------------------------------------------- draw
 
@@ -195,10 +316,12 @@ class PositionsExplorer(Explorer):
     @staticmethod
     def _draw_score(fig, ax, state) -> None:
         dist = state["distance"]
-        ax.plot(dist, state["curves"][0], lw=2, label="key at position 0")
-        ax.plot(dist, state["curves"][1], "--", lw=1.2, label=f"key at position {state['offset']}")
+        ax.plot(dist, state["curves"][0], lw=2, label="query at position 0")
+        ax.plot(
+            dist, state["curves"][1], "--", lw=1.2, label=f"query at position {state['offset']}"
+        )
         ax.set(
-            xlabel="distance (query position - key position)",
+            xlabel="distance n − m (key position − query position)",
             ylabel="q · k",
             title="your RoPE: the score against the distance",
         )
@@ -218,20 +341,39 @@ class PositionsExplorer(Explorer):
         view = state.get("view")
         if view == "pair":
             ok = state["norm_change"] < 1e-9
-            mark = "✔" if ok else "<span style='color:#b00020'>✘ a rotation keeps the norm</span>"
-            return f"largest change of the query's norm: {state['norm_change']:.1e} {mark}"
+            mark = "✔" if ok else _bad("a rotation keeps the norm")
+            lines = [f"largest change of the query's norm: {state['norm_change']:.1e} {mark}"]
+            a, b = state["dims"]
+            if state["radius_change"] > 1e-9:
+                lines.append(
+                    _bad(
+                        f"dims ({a}, {b}) leave their circle (radius changes by up to "
+                        f"{state['radius_change']:.2g}): your RoPE does not turn them as one pair"
+                    )
+                )
+            lines += [_bad(s) for s in state["suspects"]]
+            return "<br>".join(lines)
         if view == "score":
-            ok = state["gap"] < 1e-8
-            mark = (
-                "✔ the score depends on the distance only"
-                if ok
-                else "<span style='color:#b00020'>✘ the curves differ: the score depends on the "
-                "absolute position (positions ignored? the keys rotated the other way?)</span>"
-            )
-            return f"largest difference between the two offsets: {state['gap']:.1e} {mark}"
+            if state["gap"] < GAP_OK:
+                mark = "✔ the score depends on the distance only"
+            else:
+                mark = _bad("the curves differ: the score depends on the absolute position")
+            lines = [f"largest difference between the two offsets: {state['gap']:.1e} {mark}"]
+            lines += [_bad(c) for c in state["suspects"]]
+            return "<br>".join(lines)
         if view == "alibi":
             slopes = ", ".join(f"{s:.4g}" for s in state["slopes"].tolist())
-            return f"your slopes: {html.escape(slopes)}"
+            lines = [f"your slopes: {html.escape(slopes)}"]
+            if state["slopes_ok"]:
+                lines.append("✔ the paper's rule (Press et al. 2022)")
+            else:
+                rule = ", ".join(f"{s:.4g}" for s in state["rule"].tolist())
+                lines.append(_bad(f"the paper's rule gives {rule}"))
+            if state["bias_ok"]:
+                lines.append("✔ bias = −slope · |query − key|")
+            else:
+                lines.append(_bad("the bias is not −slope · |query − key| for your slopes"))
+            return "<br>".join(lines)
         return ""
 
 
@@ -240,3 +382,7 @@ def positions_explorer(
 ) -> PositionsExplorer:
     """Build the lesson-05 explorer from the learner's position functions."""
     return PositionsExplorer(table_fn, cos_sin_fn, rotate_fn, slopes_fn, bias_fn, seed)
+
+
+def _bad(text: str) -> str:
+    return f"<span style='color:#b00020'>✘ {html.escape(text)}</span>"

@@ -121,6 +121,67 @@ def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
 ]
 
 
+SINUSOIDAL_MISTAKES += [
+    Mistake(
+        id="sin-exponent-sign",
+        hint="the frequencies fall with the pair index: w_i = 10000^(-2i/d_model), with a minus "
+        "in the exponent. With +2i/d the columns of pair i >= 1 (dims 2i, 2i + 1) turn faster "
+        "than 1 radian per position, and only pair 0 (w_0 = 1) is right",
+        source="""
+def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
+    pos = torch.arange(n_positions, dtype=torch.float64)
+    inv_freq = 10000.0 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    angles = pos[:, None] * inv_freq[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)
+""",
+    ),
+    Mistake(
+        id="sin-exponent-doubled",
+        hint="the exponent is doubled: torch.arange(0, d_model, 2) already holds 2i (0, 2, 4, ...),"
+        " so the exponent is that / d_model, not 2 * that / d_model. In w_i = 10000^(-2i/d) the "
+        "i counts pairs (0, 1, 2, ...). Only pair 0 (dims 0, 1) comes out right",
+        source="""
+def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
+    pos = torch.arange(n_positions, dtype=torch.float64)
+    i = torch.arange(0, d_model, 2, dtype=torch.float64)
+    inv_freq = 10000.0 ** (-2 * i / d_model)
+    angles = pos[:, None] * inv_freq[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)
+""",
+    ),
+    Mistake(
+        id="sin-float32-angles-below-float64",
+        hint="the angles were formed in float32 (only the float64 table in float64): at positions "
+        "near 4000 float32 angles are off by about 2e-5 radians, beyond float32's own tolerance "
+        "(atol 1e-5). Form positions, frequencies and angles in float64 for every dtype and "
+        "round only the finished table with .to(dtype)",
+        source="""
+def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    pos = torch.arange(n_positions, dtype=wd)
+    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=wd) / d_model)
+    angles = pos[:, None] * inv_freq[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)
+""",
+    ),
+    Mistake(
+        id="sin-float32-angles-exp",
+        hint="the angles were formed in float32 (only the float64 table in float64): at positions "
+        "near 4000 float32 angles are off by about 2e-5 radians, beyond float32's own tolerance "
+        "(atol 1e-5). Form positions, frequencies and angles in float64 for every dtype and "
+        "round only the finished table with .to(dtype)",
+        source="""
+def sinusoidal_table(n_positions, d_model, dtype=torch.float32):
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    pos = torch.arange(n_positions).to(wd)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2).to(wd) * (-math.log(10000.0) / d_model))
+    angles = pos[:, None] * inv_freq[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)
+""",
+    ),
+]
+
+
 def sinusoidal_visible() -> list[Probe]:
     return [
         Probe(name="4 positions, d_model 6", args=(4, 6)),
@@ -129,9 +190,13 @@ def sinusoidal_visible() -> list[Probe]:
         ),
         Probe(name="1 position, d_model 2: row 0 is (sin 0, cos 0) = (0, 1)", args=(1, 2)),
         Probe(
-            name="1200 positions, d_model 16, bfloat16 (angles near 1000 need more than 8 bits)",
-            args=(1200, 16),
+            name="1200 positions, d_model 4, bfloat16 (angles near 1000 need more than 8 bits)",
+            args=(1200, 4),
             kwargs={"dtype": torch.bfloat16},
+        ),
+        Probe(
+            name="4096 positions, d_model 6, float32 (float32 angles drift by 2e-5 near 4000)",
+            args=(4096, 6),
         ),
     ]
 
@@ -163,6 +228,7 @@ def sinusoidal_hidden(g: torch.Generator) -> list[Probe]:
             args=(100, 10),
             kwargs={"dtype": torch.float16},
         ),
+        Probe(name="8192 positions, d_model 6, float32", args=(8192, 6)),
     ]
 
 
@@ -242,6 +308,68 @@ def shift_matrix(delta, d_model, dtype=torch.float32):
     ),
 ]
 
+SHIFT_MISTAKES += [
+    Mistake(
+        id="shift-abs-delta",
+        hint="delta may be negative and its sign matters: M(-2) = M(2)^T shifts back by 2. Use "
+        "delta as given (no abs())",
+        source="""
+def shift_matrix(delta, d_model, dtype=torch.float32):
+    w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    c, s = torch.cos(abs(delta) * w), torch.sin(abs(delta) * w)
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    i = torch.arange(0, d_model, 2)
+    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
+    return M.to(dtype)
+""",
+    ),
+    Mistake(
+        id="shift-exponent-doubled",
+        hint="the exponent is doubled: torch.arange(0, d_model, 2) already holds 2i, so "
+        "w_i = 10000^(-that / d_model), not 10000^(-2 * that / d_model). The frequencies (pairs, "
+        "blocks) after pair 0 come out wrong, block 0 is right",
+        source="""
+def shift_matrix(delta, d_model, dtype=torch.float32):
+    w = 10000.0 ** (-2 * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    c, s = torch.cos(delta * w), torch.sin(delta * w)
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    i = torch.arange(0, d_model, 2)
+    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
+    return M.to(dtype)
+""",
+    ),
+    Mistake(
+        id="shift-exponent-sign",
+        hint="the frequencies are the table's, w_i = 10000^(-2i/d_model), with a minus in the "
+        "exponent: with +2i/d every block after block 0 turns by the wrong angle",
+        source="""
+def shift_matrix(delta, d_model, dtype=torch.float32):
+    w = 10000.0 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    c, s = torch.cos(delta * w), torch.sin(delta * w)
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    i = torch.arange(0, d_model, 2)
+    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
+    return M.to(dtype)
+""",
+    ),
+    Mistake(
+        id="shift-float32-below-float64",
+        hint="the angles delta * w_i were formed in float32 (only float64 matrices in float64): "
+        "at delta 100000, d_model 10 they are off by up to 3e-4 radians, far beyond float32's "
+        "atol 1e-5. Form them in float64 for every dtype and round only the finished matrix",
+        source="""
+def shift_matrix(delta, d_model, dtype=torch.float32):
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    w = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=wd) / d_model)
+    c, s = torch.cos(delta * w), torch.sin(delta * w)
+    M = torch.zeros(d_model, d_model, dtype=wd)
+    i = torch.arange(0, d_model, 2)
+    M[i, i], M[i, i + 1], M[i + 1, i], M[i + 1, i + 1] = c, s, -s, c
+    return M.to(dtype)
+""",
+    ),
+]
+
 
 F64 = {"dtype": torch.float64}
 
@@ -253,6 +381,9 @@ def shift_visible() -> list[Probe]:
         Probe(name="delta -2 (a shift back), d_model 8, float64", args=(-2, 8), kwargs=F64),
         Probe(name="delta 0 is the identity, d_model 4", args=(0, 4)),
         Probe(name="delta 2, d_model 6 (float32, the default)", args=(2, 6)),
+        Probe(
+            name="delta 100000, d_model 10, float32 (angles up to 1e5 radians)", args=(100000, 10)
+        ),
     ]
 
 
@@ -266,6 +397,7 @@ def shift_hidden(g: torch.Generator) -> list[Probe]:
         Probe(name=f"delta {delta}, d_model 12, float64", args=(delta, 12), kwargs=F64),
         Probe(name="delta 0, d_model 8", args=(0, 8)),
         Probe(name="delta 9, d_model 8, float32", args=(9, 8)),
+        Probe(name="delta -1000003, d_model 12, float32", args=(-1000003, 12)),
     ]
 
 
@@ -300,7 +432,7 @@ def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
     Mistake(
         id="rope-float32-angles",
         hint=FLOAT64_HINT + " (float32 angles are fine for bfloat16 tables, not for float64 ones: "
-        "at position 4005 they are already off by about 2e-5 radians)",
+        "at position 4005, head_dim 8, theta 500000 they are already off by about 2e-6 radians)",
         source="""
 def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
@@ -353,6 +485,96 @@ def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
 ]
 
 
+COS_SIN_MISTAKES += [
+    Mistake(
+        id="rope-dtype-ignored",
+        hint="the tables come back in float32 whatever dtype asks for: the positions are integers, "
+        "so the dtype to return is the `dtype` argument. Round the finished cos and sin with "
+        ".to(dtype)",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    return angles.cos().float(), angles.sin().float()
+""",
+    ),
+    Mistake(
+        id="rope-duplicated-to-head-dim",
+        hint="each table has one column per pair, head_dim // 2 of them. Hugging Face's Llama "
+        "port repeats the angles to head_dim (torch.cat((freqs, freqs), dim=-1)) for its "
+        "rotate_half; this exercise does not",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+    Mistake(
+        id="rope-positions-relative-to-first",
+        hint="the positions are absolute: a token at position 3 is turned by 3 w_i even when it "
+        "is the first one in the tensor (behind a cache, or after an offset). Do not subtract "
+        "positions[0]; RoPE makes the scores relative by itself",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = (positions - positions[..., :1]).to(torch.float64)[..., None] * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+    Mistake(
+        id="rope-exponent-sign",
+        hint="the frequencies fall with the pair index: w_i = theta^(-2i/head_dim), with a minus "
+        "in the exponent. With +2i/d every pair after pair 0 (columns 1, 2, ... of the tables) "
+        "turns faster than 1 radian per position",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+    Mistake(
+        id="rope-exponent-doubled",
+        hint="the exponent is doubled: torch.arange(0, head_dim, 2) already holds 2i, so "
+        "w_i = theta^(-that / head_dim), not theta^(-2 * that / head_dim). Columns (pairs) 1, 2, "
+        "... of the tables come out wrong, column 0 right",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (-2 * torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+    Mistake(
+        id="rope-outer-1d-only",
+        hint="torch.outer takes 1-D tensors only, and positions may be (batch, seq): broadcast "
+        "instead, positions[..., None] * inv_freq",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(positions.to(torch.float64), inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+    Mistake(
+        id="rope-float32-angles-below-float64",
+        hint="the angles were formed in float32 (only float64 tables in float64): at position "
+        "100000 float32 angles are off by up to 7e-4 radians, far beyond float32's own "
+        "tolerance (atol 1e-5). Form the angles in float64 for every dtype "
+        "(positions.to(torch.float64)) and round only cos and sin to dtype",
+        source="""
+def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=wd) / head_dim)
+    angles = positions.to(wd)[..., None] * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+""",
+    ),
+]
+
+
 def cos_sin_visible() -> list[Probe]:
     return [
         Probe(name="positions 0..3, head_dim 4", args=(torch.arange(4), 4)),
@@ -373,6 +595,11 @@ def cos_sin_visible() -> list[Probe]:
         Probe(
             name="per-sequence positions (batch 2, seq 3): [[0, 1, 2], [4, 5, 6]]",
             args=(torch.tensor([[0, 1, 2], [4, 5, 6]]), 4),
+        ),
+        Probe(
+            name="float32 tables at positions [0, 1, 8191, 40000, 100000], head_dim 16 "
+            "(float32 angles drift there)",
+            args=(torch.tensor([0, 1, 8191, 40000, 100000]), 16),
         ),
     ]
 
@@ -410,6 +637,10 @@ def cos_sin_hidden(g: torch.Generator) -> list[Probe]:
             name="float16 at positions 0..20, head_dim 4",
             args=(torch.arange(21), 4),
             kwargs={"dtype": torch.float16},
+        ),
+        Probe(
+            name="float32 at positions 60000..60010, head_dim 32",
+            args=(torch.arange(60000, 60011), 32),
         ),
     ]
 
@@ -480,6 +711,52 @@ def rotate_pairs(x, cos, sin, layout="interleaved"):
 ]
 
 
+ROTATE_MISTAKES += [
+    Mistake(
+        id="rotate-complex-bfloat16",
+        hint="torch.view_as_complex supports float16, float32 and float64 only, not bfloat16 (the "
+        "dtype most models run in). Compute in float32 (x.float(), cos.float(), sin.float()) and "
+        "cast the result back with .to(x.dtype), or rotate with real arithmetic: "
+        "(a cos - b sin, a sin + b cos)",
+        source="""
+def rotate_pairs(x, cos, sin, layout="interleaved"):
+    if layout == "interleaved":
+        pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
+        return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+""",
+    ),
+    Mistake(
+        id="rotate-interleaved-written-as-halves",
+        hint="for layout='interleaved' the rotated pairs go back where they came from: "
+        "a' to the even dims and b' to the odd ones (torch.stack((a', b'), dim=-1).flatten(-2)), "
+        "not torch.cat((a', b'), dim=-1), which writes them back as halves",
+        source="""
+def rotate_pairs(x, cos, sin, layout="interleaved"):
+    if layout == "interleaved":
+        a, b = x[..., 0::2], x[..., 1::2]
+    else:
+        a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+""",
+    ),
+    Mistake(
+        id="rotate-half-written-swapped",
+        hint="for layout='half' the first half takes the rotated first member of each pair, "
+        "a cos - b sin, and the second half a sin + b cos: this wrote them the other way round",
+        source="""
+def rotate_pairs(x, cos, sin, layout="interleaved"):
+    if layout == "interleaved":
+        a, b = x[..., 0::2], x[..., 1::2]
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * sin + b * cos, a * cos - b * sin), dim=-1)
+""",
+    ),
+]
+
+
 def rope_x(g: torch.Generator, *shape: int, dtype=torch.float32) -> torch.Tensor:
     return randn(g, *shape, dtype=dtype)
 
@@ -508,6 +785,14 @@ def rotate_visible() -> list[Probe]:
                 *tables(torch.arange(6), 6, dtype=torch.float64),
             ),
             kwargs={"layout": "half"},
+        ),
+        Probe(
+            name="interleaved, bfloat16, (2, 4, 8) at positions 8190..8193 (the dtype models "
+            "run in)",
+            args=(
+                rope_x(g, 2, 4, 8, dtype=torch.bfloat16),
+                *tables(torch.arange(8190, 8194), 8, dtype=torch.bfloat16),
+            ),
         ),
     ]
 
@@ -585,7 +870,7 @@ def rope_attention(q, k, v, cos, sin, layout="interleaved"):
     ),
     Mistake(
         id="rope-only-q",
-        hint="rotate the keys too: the score depends on m - n only because q is turned by m w_i "
+        hint="rotate the keys too: the score depends on n - m only because q is turned by m w_i "
         "and k by n w_i, and the dot product sees the difference",
         source="""
 def rope_attention(q, k, v, cos, sin, layout="interleaved"):
@@ -620,6 +905,74 @@ def rope_attention(q, k, v, cos, sin, layout="interleaved"):
 ]
 
 
+ATTENTION_MISTAKES += [
+    Mistake(
+        id="rope-scale-d-v",
+        hint="the scores are scaled by 1/sqrt(head_dim), the width of q and k (q.shape[-1]), "
+        "not by the width of the values v.shape[-1]: d_v may differ from head_dim",
+        source="""
+def rope_attention(q, k, v, cos, sin, layout="interleaved"):
+    q = rotate_pairs(q, cos, sin, layout)
+    k = rotate_pairs(k, cos, sin, layout)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1])
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    ),
+    Mistake(
+        id="rope-no-scale",
+        hint="scale the scores by 1/sqrt(head_dim) before the softmax (scaled dot-product "
+        "attention, lesson 02): without it the softmax is too peaked",
+        source="""
+def rope_attention(q, k, v, cos, sin, layout="interleaved"):
+    q = rotate_pairs(q, cos, sin, layout)
+    k = rotate_pairs(k, cos, sin, layout)
+    scores = q @ k.transpose(-2, -1)
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    ),
+    Mistake(
+        id="rope-softmax-over-queries",
+        hint="the softmax runs over the keys, the last dimension (dim=-1): each query's weights "
+        "sum to 1. dim=-2 normalises over the queries",
+        source="""
+def rope_attention(q, k, v, cos, sin, layout="interleaved"):
+    q = rotate_pairs(q, cos, sin, layout)
+    k = rotate_pairs(k, cos, sin, layout)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores, dim=-2) @ v
+""",
+    ),
+    Mistake(
+        id="rope-causal-mask-added",
+        hint="this exercise asks for attention with *no* mask: every query sees every key. A "
+        "causal mask belongs to the decoder block (lesson 03), not to rope_attention",
+        source="""
+def rope_attention(q, k, v, cos, sin, layout="interleaved"):
+    q = rotate_pairs(q, cos, sin, layout)
+    k = rotate_pairs(k, cos, sin, layout)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    T = scores.shape[-1]
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    ),
+    Mistake(
+        id="rope-q-layout-dropped",
+        hint="pass the layout on to *both* rotate_pairs calls: here the queries were rotated in "
+        "the default interleaved layout and the keys in the one asked for, so the scores mix "
+        "two pairings",
+        source="""
+def rope_attention(q, k, v, cos, sin, layout="interleaved"):
+    q = rotate_pairs(q, cos, sin)
+    k = rotate_pairs(k, cos, sin, layout)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    ),
+]
+
+
 def qkv(g: torch.Generator, *shape: int, dtype=torch.float32) -> tuple[torch.Tensor, ...]:
     return tuple(randn(g, *shape, dtype=dtype) for _ in range(3))
 
@@ -643,6 +996,10 @@ def attention_visible() -> list[Probe]:
                 *tables([100, 101, 102], 6, dtype=torch.float64),
             ),
         ),
+        Probe(
+            name="interleaved, q and k (2, 4, 8) but v (2, 4, 3): d_v differs from head_dim",
+            args=(*qkv(g, 2, 4, 8)[:2], randn(g, 2, 4, 3), *tables([0, 1, 2, 7], 8)),
+        ),
     ]
 
 
@@ -663,6 +1020,11 @@ def attention_hidden(g: torch.Generator) -> list[Probe]:
                     *qkv(g, 4, 8, dtype=torch.float64),
                     *tables(torch.arange(4002, 4006), 8, dtype=torch.float64),
                 ),
+                kwargs=kw,
+            ),
+            Probe(
+                name=f"{layout}, v of width 5, q and k of head_dim 8",
+                args=(*qkv(g, 2, 5, 8)[:2], randn(g, 2, 5, 5), *tables(gaps[:5], 8)),
                 kwargs=kw,
             ),
             Probe(
@@ -752,6 +1114,24 @@ def alibi_slopes(n_heads):
 ]
 
 
+SLOPES_MISTAKES += [
+    Mistake(
+        id="slopes-sorted",
+        hint="keep the paper's order, do not sort: the m power-of-two slopes come first (heads "
+        "0..m-1), then the interleaved ones (for 12 heads, head 8 has 2^-0.5, steeper than head "
+        "7's 2^-8)",
+        source="""
+def alibi_slopes(n_heads):
+    def geometric(n):
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+    m = 2 ** math.floor(math.log2(n_heads))
+    slopes = geometric(m) + geometric(2 * m)[0::2][: n_heads - m]
+    return torch.tensor(sorted(slopes, reverse=True))
+""",
+    ),
+]
+
+
 def slopes_visible() -> list[Probe]:
     return [
         Probe(name="8 heads: 2^-1 ... 2^-8", args=(8,)),
@@ -809,6 +1189,57 @@ def alibi_bias(slopes, q_positions, k_positions):
 def alibi_bias(slopes, q_positions, k_positions):
     i = torch.arange(len(q_positions))
     distance = (i[:, None] - k_positions[None, :]).abs()
+    return -slopes[:, None, None] * distance.to(slopes.dtype)
+""",
+    ),
+]
+
+
+BIAS_MISTAKES += [
+    Mistake(
+        id="bias-signed-other-way",
+        hint="use the absolute distance |q - k|: -slope * (k - q) gives keys behind the query "
+        "(k < q) a growing *bonus* instead of a penalty. ALiBi's penalty is -slope * |q - k| "
+        "on both sides",
+        source="""
+def alibi_bias(slopes, q_positions, k_positions):
+    distance = k_positions[None, :] - q_positions[:, None]
+    return -slopes[:, None, None] * distance.to(slopes.dtype)
+""",
+    ),
+    Mistake(
+        id="bias-keys-behind-only",
+        hint="alibi_bias has no mask: penalise keys on both sides by the absolute distance "
+        "|q - k|. Clamping the distance at 0 leaves keys after the query unpenalised (an "
+        "encoder, or a probe without a causal mask, sees them)",
+        source="""
+def alibi_bias(slopes, q_positions, k_positions):
+    distance = (q_positions[:, None] - k_positions[None, :]).clamp(min=0)
+    return -slopes[:, None, None] * distance.to(slopes.dtype)
+""",
+    ),
+    Mistake(
+        id="bias-key-index-only",
+        hint="the keys too sit at their positions (gaps after padding or packing): use "
+        "k_positions, not torch.arange(len(k_positions))",
+        source="""
+def alibi_bias(slopes, q_positions, k_positions):
+    j = torch.arange(len(k_positions))
+    distance = (q_positions[:, None] - j[None, :]).abs()
+    return -slopes[:, None, None] * distance.to(slopes.dtype)
+""",
+    ),
+    Mistake(
+        id="bias-assumes-cache-layout",
+        hint="use the positions you are given: assuming the keys are 0..k_len-1 and the queries "
+        "the last q_len of them (past = k_len - q_len) is right behind a plain KV cache but not "
+        "with gaps (padding, packing)",
+        source="""
+def alibi_bias(slopes, q_positions, k_positions):
+    past = len(k_positions) - len(q_positions)
+    i = torch.arange(past, past + len(q_positions))
+    j = torch.arange(len(k_positions))
+    distance = (i[:, None] - j[None, :]).abs()
     return -slopes[:, None, None] * distance.to(slopes.dtype)
 """,
     ),
@@ -918,6 +1349,23 @@ def to_half_split(W, n_heads):
     head_dim = d_out // n_heads
     perm = torch.cat((torch.arange(1, head_dim, 2), torch.arange(0, head_dim, 2)))
     return W.reshape(n_heads, head_dim, d_in)[:, perm, :].reshape(d_out, d_in)
+""",
+    ),
+]
+
+
+CONVERT_MISTAKES += [
+    Mistake(
+        id="convert-heads-split-wrong-way",
+        hint="the rows are n_heads blocks of head_dim, head after head: reshape(n_heads, "
+        "head_dim, d_in), not reshape(head_dim, n_heads, d_in), which deals rows out to heads "
+        "like cards",
+        source="""
+def to_half_split(W, n_heads):
+    d_out, d_in = W.shape
+    head_dim = d_out // n_heads
+    perm = torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
+    return W.reshape(head_dim, n_heads, d_in)[perm].reshape(d_out, d_in)
 """,
     ),
 ]

@@ -17,7 +17,7 @@ The default *interleaved* layout pairs dims `(2i, 2i + 1)` (RoFormer, Meta's Lla
 *half-split* layout, `"half"`, pairs `(i, i + d/2)` (GPT-NeoX, Hugging Face Llama). Half-split is
 interleaved applied to permuted dims: `rope(x[..., perm], "half") == rope(x, "interleaved")[...,
 perm]` with `perm = interleaved_to_half_split(d)`. Since rotations compose, `rope(q, m) .
-rope(k, n)` depends only on `m - n`.
+rope(k, n)` depends only on the distance `n - m`.
 
 ALiBi (Press et al. 2022) adds `-slope_h * |i - j|` to head `h`'s scores, slopes a geometric
 sequence per head.
