@@ -521,6 +521,11 @@ def layer_source(*changes: tuple[str, str]) -> str:
     return source
 
 
+D_HEAD_HINT = (
+    "d_head is the width of one head, W_q.shape[0] // n_heads (= q.shape[-1] after the split), "
+    "not x.shape[-1] // n_heads: the two agree only when n_heads * d_head == d_model"
+)
+
 LAYER_MISTAKES = [
     Mistake(
         id="layer-no-scale",
@@ -542,9 +547,19 @@ LAYER_MISTAKES = [
     ),
     Mistake(
         id="layer-d-head-from-x",
-        hint="d_head is the width of one head, W_q.shape[0] // n_heads (= q.shape[-1] after the "
-        "split), not x.shape[-1] // n_heads: the two agree only when n_heads * d_head == d_model",
+        hint=D_HEAD_HINT,
         source=layer_source(("math.sqrt(q.shape[-1])", "math.sqrt(x.shape[-1] // n_heads)")),
+    ),
+    Mistake(
+        id="layer-d-head-from-x-in-view",
+        hint=D_HEAD_HINT,
+        source=layer_source(
+            (
+                "q = split_heads(x @ W_q.T, n_heads)",
+                "q = (x @ W_q.T).view(x.shape[0], T, n_heads, x.shape[-1] // n_heads)"
+                ".transpose(1, 2)",
+            )
+        ),
     ),
     Mistake(
         id="layer-causal-shifted-up",
