@@ -6,7 +6,8 @@ told that mistake's hint. Then structural facts that hold for any exercise: a dt
 transposed or dimension-dropping shape, NaN next to -inf inputs (the -inf trap), overflow, a
 result normalised along another axis, transposed, off by a constant factor, right only at the
 last position (a mask missing), or right except for some heads (head mapping, split/merge); a
-head split whose one perturbed token leaked into other tokens' rows (which token, which head).
+head split whose one perturbed token leaked into other tokens' rows (which token, which head);
+key/value heads repeated for the wrong query heads (which query head read which kv head).
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def _values(want, got, mismatch, inputs, dim) -> str | None:
     if w.ndim == 0 or not np.isfinite(w).all() or not np.isfinite(g).all():
         return _scale(w, g, tol)
     rules = (_other_axis, _transposed, _last_only, _heads, _scale)
+    found = _kv_mapping(w, g, inputs, tol)
+    if found:
+        return found
     t = _one_token(w, inputs)
     if t is not None:
         found = _token_leak(g, t)
@@ -182,6 +186,38 @@ def _token_leak(g, t: int) -> str | None:
         return None
     more = f" (and {len(leaks) - 3} more)" if len(leaks) > 3 else ""
     return "; ".join(leaks[:3]) + more + ": check the order of the view and the transpose"
+
+
+def _kv_mapping(w, g, inputs, tol) -> str | None:
+    """Key/value heads repeated for query heads (GQA): the first input is (B, n_kv, T, d) and
+    the result (B, n_kv * n_rep, T, d). Name the kv head each query head read, where it is not
+    h // n_rep (a head-to-head "holds" is confusing when several query heads share one)."""
+    arrays = _arrays(inputs)
+    if w.ndim != 4 or not arrays or arrays[0].ndim != 4:
+        return None
+    x = arrays[0].astype(np.float64)
+    n_kv, n = x.shape[1], w.shape[1]
+    if n <= n_kv or n % n_kv or x.shape[::2] != w.shape[::2] or x.shape[3] != w.shape[3]:
+        return None
+    n_rep = n // n_kv
+    read = {}
+    for h in range(n):
+        found = [k for k in range(n_kv) if _close(x[:, k], g[:, h], tol)]
+        if not found:
+            return None
+        read[h] = found[0]
+    wrong = [
+        f"query head {h} reads kv head {k} (should read {h // n_rep})"
+        for h, k in read.items()
+        if k != h // n_rep
+    ]
+    if not wrong:
+        return None
+    more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
+    return (
+        "; ".join(wrong[:4]) + more + f": with n_rep = {n_rep}, query head h reads kv head "
+        "h // n_rep (consecutive query heads share one kv head)"
+    )
 
 
 def _other_axis(w, g, tol) -> str | None:

@@ -30,8 +30,16 @@ LIBRARIES = ["torch", "numpy", "matplotlib", "ipywidgets", "sympy", "nbformat", 
 _CHECK = re.compile(r"""check\(\s*["']([0-9]{2}-[\w-]+)/([\w-]+)["']""")
 
 
+def _lesson_notebook(folder: Path) -> Path:
+    """The released notebook of a lesson folder: `04-multi-head/multi_head.ipynb`."""
+    return folder / (folder.name[3:].replace("-", "_") + ".ipynb")
+
+
 def _lesson_notebooks() -> list[Path]:
-    return sorted(COURSE.glob("[0-9][0-9]-*/*.ipynb"))
+    """The released lesson notebooks, by name: a learner's copies (`multi_head-Copy1.ipynb`,
+    `my_notes.ipynb`) in a lesson folder are not lessons."""
+    folders = sorted(p for p in COURSE.glob("[0-9][0-9]-*") if p.is_dir())
+    return [nb for nb in map(_lesson_notebook, folders) if nb.is_file()]
 
 
 def check_libraries() -> str:

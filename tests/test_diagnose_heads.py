@@ -40,3 +40,14 @@ def test_random_inputs_keep_the_other_rules():
     wrong = x.view(1, 2, 4, 3)  # leaks, but x is not a one-token probe: no token is named
     message = why(split_heads(x, 2), wrong, (x, 2))
     assert message is None or "leaked" not in message
+
+
+def test_kv_heads_repeated_for_the_wrong_query_heads_are_named_per_query_head():
+    kv = torch.arange(2.0)[None, :, None, None] * 10 + torch.rand(1, 2, 3, 2)
+    right = kv.repeat_interleave(2, dim=1)
+    message = why(right, kv.flip(1).repeat_interleave(2, dim=1), (kv, 2))
+    assert message.startswith("query head 0 reads kv head 1 (should read 0)")
+    assert "query head 3 reads kv head 0 (should read 1)" in message
+    assert "holds" not in message
+    tiled = why(right, kv.repeat(1, 2, 1, 1), (kv, 2))
+    assert "query head 1 reads kv head 1 (should read 0)" in tiled

@@ -95,3 +95,49 @@ def test_a_broken_layer_is_shown_not_raised():
 def test_hidden_while_grading(monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     assert heads_explorer(layer).show() is None
+
+
+def strided_split(x, n_heads):
+    """Head h gets the features h, h + n_heads, ...: every row stays with its token."""
+    B, T, D = x.shape
+    return x.view(B, T, D // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def test_perturbation_report_names_a_feature_order_bug_within_a_token():
+    for t in range(5):
+        for n in (1, 2, 4):
+            assert perturbation_report(H.split_heads, n_heads=n, t=t) is None
+    report = perturbation_report(strided_split, n_heads=2, t=2)
+    assert report.startswith("feature 1 of token 2 landed in head 1 feature 0")
+    assert "consecutive features" in report
+    e = heads_explorer(layer, strided_split, H.merge_heads)
+    assert "feature 1 of token 2 landed in head 1" in e.readout.value
+
+
+def test_a_merge_without_transpose_gets_a_verdict():
+    def reshaped(x):
+        B, Hh, T, d = x.shape
+        return x.reshape(B, T, Hh * d)
+
+    e = heads_explorer(layer, H.split_heads, reshaped)
+    assert "features misplaced" in e.readout.value
+    assert "the heads side by side, head 0 first ✔" not in e.readout.value
+    good = heads_explorer(layer, H.split_heads, H.merge_heads)
+    assert "the heads side by side, head 0 first ✔" in good.readout.value
+
+
+def test_a_layer_that_ignores_is_causal_is_named_per_head():
+    def never_causal(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads=None, is_causal=True):
+        return layer(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads, is_causal=False)
+
+    def always_causal(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads=None, is_causal=True):
+        return layer(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads, is_causal=True)
+
+    e = heads_explorer(never_causal)
+    assert "head 3: query 0 attends to later keys although" in e.readout.value
+    e = heads_explorer(always_causal)
+    e.causal.value = False
+    assert "stays causal although" in e.readout.value
+    ok = heads_explorer(layer)
+    ok.causal.value = False
+    assert "with the mask ✔" in ok.readout.value

@@ -9,7 +9,10 @@ block of features is then that head's attention row itself, and feature 6 of the
 carried by the values, says which key/value head the layer made query head h read.
 
 `perturbation_report` is the structural check of a split: perturb one token and name every
-(head, row) that moved although it belongs to another token.
+(head, row) that moved although it belongs to another token; then perturb one feature of that
+token at a time and name any that lands in the wrong head or at the wrong place in its head.
+The explorer also compares each head's map with the attention it must produce (naming a mask
+that is missing or ignored), and the learner's merge with the heads side by side.
 """
 
 from __future__ import annotations
@@ -38,33 +41,66 @@ def perturbation_report(
     split_fn, n_heads: int = 2, t: int = 2, batch: int = 2, seq: int = 5, head_dim: int = 3
 ) -> str | None:
     """None if `split_fn(x, n_heads)` moves only row `t` of every head when token `t` of `x`
-    changes; else a sentence naming the tokens and heads the change leaked into (or missed).
+    changes, and moves feature `f` of that token to feature `f % head_dim` of head
+    `f // head_dim` (the head's own, consecutive features); else a sentence naming the tokens,
+    heads and features the change leaked into (or missed).
 
     x is `(batch, seq, n_heads * head_dim)` from a fixed seed; the split must return
     `(batch, n_heads, seq, head_dim)`. Raises nothing: a wrong shape is reported as text.
     """
     g = torch.Generator().manual_seed(4)
     x = torch.randn(batch, seq, n_heads * head_dim, generator=g)
-    moved_x = x.clone()
-    moved_x[:, t, :] += 1.0
-    before, after = split_fn(x, n_heads), split_fn(moved_x, n_heads)
+    before = split_fn(x, n_heads)
     want = (batch, n_heads, seq, head_dim)
-    if tuple(after.shape) != want:
-        return f"split returned shape {tuple(after.shape)}, expected {want}"
-    moved = ((after - before).abs() > 1e-6).any(dim=-1).any(dim=0)  # (heads, seq)
-    problems = [
-        f"token {t}'s change leaked into token {u} in head {h}"
-        for h in range(n_heads)
-        for u in range(seq)
-        if u != t and moved[h, u]
-    ]
-    problems += [
-        f"token {t}'s change did not reach head {h}" for h in range(n_heads) if not moved[h, t]
-    ]
+    if tuple(before.shape) != want:
+        return f"split returned shape {tuple(before.shape)}, expected {want}"
+    problems = _token_problems(split_fn, x, before, n_heads, t) or _feature_problems(
+        split_fn, x, before, n_heads, t, head_dim
+    )
     if not problems:
         return None
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return "; ".join(problems[:3]) + more
+    why = ""
+    if problems[0].startswith("feature"):
+        why = ": head h owns the consecutive features h * d_head .. (h + 1) * d_head - 1, in order"
+    return "; ".join(problems[:3]) + more + why
+
+
+def _moved(split_fn, x, before, n_heads: int, t: int, feature: slice | int) -> torch.Tensor:
+    """(heads, seq, head_dim) bool: what moved when token t's `feature` of x changed."""
+    moved_x = x.clone()
+    moved_x[:, t, feature] += 1.0
+    after = split_fn(moved_x, n_heads)
+    return ((after - before).abs() > 1e-6).any(dim=0)
+
+
+def _token_problems(split_fn, x, before, n_heads: int, t: int) -> list[str]:
+    """Perturb the whole token t: only row t of each head may move, and every head's must."""
+    moved = _moved(split_fn, x, before, n_heads, t, slice(None)).any(dim=-1)  # (heads, seq)
+    problems = [
+        f"token {t}'s change leaked into token {u} in head {h}"
+        for h in range(n_heads)
+        for u in range(moved.shape[1])
+        if u != t and moved[h, u]
+    ]
+    return problems + [
+        f"token {t}'s change did not reach head {h}" for h in range(n_heads) if not moved[h, t]
+    ]
+
+
+def _feature_problems(split_fn, x, before, n_heads: int, t: int, head_dim: int) -> list[str]:
+    """Perturb one feature f of token t at a time: it must land in head f // head_dim, at
+    feature f % head_dim of row t (a strided or permuted split passes the token test)."""
+    problems = []
+    for f in range(n_heads * head_dim):
+        where = _moved(split_fn, x, before, n_heads, t, f).nonzero().tolist()
+        h, j = divmod(f, head_dim)
+        if where != [[h, t, j]]:
+            got = ", ".join(f"head {a} feature {c}" for a, _, c in where[:2]) or "nowhere"
+            problems.append(
+                f"feature {f} of token {t} landed in {got}, not in head {h} feature {j}"
+            )
+    return problems
 
 
 # ---------------------------------------------------------------- the tracer
@@ -190,6 +226,58 @@ def head_maps(attention_fn, n_kv_heads: int, is_causal: bool) -> tuple[torch.Ten
     return blocks[:, :, :N_TOKENS], tags
 
 
+def expected_maps(is_causal: bool) -> torch.Tensor:
+    """(heads, T, T): the attention each head of the example must produce, softmax of its
+    pattern scaled by 1/sqrt(HEAD_DIM) (q . k is the pattern), under the causal mask if asked."""
+    scores = torch.stack([_pattern(h) for h in range(N_HEADS)]) / HEAD_DIM**0.5
+    if is_causal:
+        future = torch.ones(N_TOKENS, N_TOKENS, dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def map_problems(maps: torch.Tensor, is_causal: bool) -> list[str]:
+    """Sentences naming each head whose attention map differs from `expected_maps`."""
+    want = expected_maps(is_causal)
+    problems = []
+    for h in range(N_HEADS):
+        bad = ((maps[h] - want[h]).abs() > 1e-3).any(dim=-1).nonzero().flatten().tolist()
+        if not bad:
+            continue
+        t = bad[0]
+        if is_causal and bool((maps[h, t, t + 1 :].abs() > 1e-3).any()):
+            why = f"query {t} attends to later keys although 'causal' is ticked"
+        elif (
+            not is_causal
+            and maps[h][~torch.ones(N_TOKENS, N_TOKENS, dtype=torch.bool).tril()].abs().max() < 1e-6
+        ):
+            why = "it stays causal although 'causal' is unticked (is_causal=False)"
+        else:
+            row = ", ".join(f"{w:.2f}" for w in maps[h, t].tolist())
+            good = ", ".join(f"{w:.2f}" for w in want[h, t].tolist())
+            why = f"query {t}'s weights are [{row}], expected [{good}] (scale? mask?)"
+        problems.append(f"head {h}: {why}")
+    return problems
+
+
+def merge_report(merge_fn, heads: torch.Tensor) -> str | None:
+    """None if `merge_fn(heads)` puts each token's heads side by side, head 0 first; else where
+    the first wrong feature is and what it holds."""
+    want = torch.cat(heads.unbind(dim=1), dim=-1)  # (B, T, H d)
+    got = merge_fn(heads)
+    if tuple(got.shape) != tuple(want.shape):
+        return f"merge returned shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    bad = ((got - want).abs() > 1e-6).nonzero().tolist()
+    if not bad:
+        return None
+    b, t, f = bad[0]
+    d = heads.shape[-1]
+    return (
+        f"{len(bad)} of {want.numel()} features misplaced; token {t}'s feature {f} should hold "
+        f"head {f // d}'s feature {f % d} of token {t}: transpose(1, 2) back, then flatten"
+    )
+
+
 # ---------------------------------------------------------------- the widget
 
 
@@ -223,7 +311,9 @@ class HeadsExplorer(Explorer):
             "n_kv": n_kv,
             "split": _safe_trace(self.split_fn, torch.randn(2, 3, 8), 2),
             "merge": _safe_trace(self.merge_fn, torch.randn(2, 2, 3, 4)),
-            "perturbation": _safe_perturbation(self.split_fn),
+            "merge_check": _safe_call(merge_report, self.merge_fn, _MERGE_INPUT),
+            "perturbation": _safe_call(perturbation_report, self.split_fn),
+            "map_problems": map_problems(maps, self.causal.value),
         }
 
     def draw(self, fig: Figure, state: dict) -> None:
@@ -257,12 +347,21 @@ class HeadsExplorer(Explorer):
         else:
             mapping = "every query head reads kv head h // (n_heads / n_kv_heads) ✔"
         parts = [f"<p>{mapping}</p>"]
+        if state["map_problems"]:
+            problems = html.escape("; ".join(state["map_problems"]))
+            parts.append(f"<p><b style='color:#b00020'>attention maps: {problems}</b></p>")
+        else:
+            parts.append("<p>every head's map is softmax(q k / sqrt(d_head)) with the mask ✔</p>")
         for title, rows in (
             ("split_heads(x (2, 3, 8), 2)", state["split"]),
             ("merge_heads(out (2, 2, 3, 4))", state["merge"]),
         ):
             parts.append(f"<p style='margin:6px 0 2px 0'><b>{html.escape(title)}</b></p>{rows}")
-        verdict = state["perturbation"] or "only token 2's rows move, in every head ✔"
+        merged = state["merge_check"] or "the heads side by side, head 0 first ✔"
+        parts.append(f"<p>your merge: {html.escape(merged)}</p>")
+        verdict = state["perturbation"] or (
+            "only token 2's rows move, in every head, each feature in its own head ✔"
+        )
         parts.append(f"<p>perturbation test of your split: {html.escape(verdict)}</p>")
         return "".join(parts)
 
@@ -287,14 +386,18 @@ def _safe_trace(fn, *args) -> str:
     return f"<table style='font-size:12px'>{head}{cells}</table>"
 
 
-def _safe_perturbation(fn) -> str | None:
+_MERGE_INPUT = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)
+
+
+def _safe_call(report, fn, *args) -> str | None:
+    """`report(fn, *args)`, with the learner's errors as text instead of a traceback."""
     if fn is None:
         return "not given"
     try:
-        return perturbation_report(fn)
+        return report(fn, *args)
     except NotImplementedError:
         return "not written yet"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
         return f"raised {type(exc).__name__}: {exc}"
 
 

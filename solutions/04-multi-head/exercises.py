@@ -29,17 +29,43 @@ def one_token(B: int, T: int, D: int, t: int, dtype=torch.float32) -> torch.Tens
     return x
 
 
+SPLIT_ORDER_HINT = (
+    "a view or reshape to (B, n_heads, T, d_head) straight from memory order (x.view(B, "
+    "n_heads, T, d_head), or .reshape(B, n_heads, T, d_head) of the (B, T, n_heads, d_head) "
+    "view) has the right shape but never moves a number: each head takes a block of T * d_head "
+    "consecutive numbers, which spans several tokens (in the first check, token 2's features "
+    "landed in tokens 0 and 1 of head 1). Only transpose/permute reorders dimensions: "
+    "view(B, T, n_heads, d_head), then transpose(1, 2)"
+)
+
 SPLIT_MISTAKES = [
     Mistake(
         id="split-view-without-transpose",
-        hint="view(B, n_heads, T, d_head) directly has the right shape but reads memory in the "
-        "wrong order: each head takes a block of T * d_head consecutive numbers, which spans "
-        "several tokens (in the first check, token 2's features landed in tokens 0 and 1 of head "
-        "1). View as (B, T, n_heads, d_head) first, then transpose(1, 2)",
+        hint=SPLIT_ORDER_HINT,
         source="""
 def split_heads(x, n_heads):
     B, T, D = x.shape
     return x.view(B, n_heads, T, D // n_heads)
+""",
+    ),
+    Mistake(
+        id="split-reshape-instead-of-transpose",
+        hint=SPLIT_ORDER_HINT,
+        source="""
+def split_heads(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads).reshape(B, n_heads, T, D // n_heads)
+""",
+    ),
+    Mistake(
+        id="split-batch-and-tokens-swapped",
+        hint="x is (B, T, D), batch first: reading it as (T, B, ...) and permuting back mixes "
+        "the samples of the batch (token t of sample b comes from another sample's memory). It "
+        "goes unnoticed when B == 1: view(B, T, n_heads, d_head), then transpose(1, 2)",
+        source="""
+def split_heads(x, n_heads):
+    B, T, D = x.shape
+    return x.reshape(T, B, n_heads, D // n_heads).permute(1, 2, 0, 3)
 """,
     ),
     Mistake(
@@ -150,6 +176,26 @@ def merge_heads(x):
 """,
     ),
     Mistake(
+        id="merge-casts-float32",
+        hint="the merge must keep the input's dtype (float64 in, float64 out): a reshape never "
+        "needs .float() or .to(torch.float32)",
+        source="""
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d).to(torch.float32)
+""",
+    ),
+    Mistake(
+        id="merge-detaches",
+        hint=".detach() cuts the merge out of autograd: the layer's weights would get no "
+        "gradient through it. Reshapes are differentiable as they are: drop the .detach()",
+        source="""
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d).detach()
+""",
+    ),
+    Mistake(
         id="merge-keeps-heads",
         hint="transpose(1, 2) gives (B, T, H, d): flatten the last two dimensions into one of "
         "width H * d, e.g. .reshape(B, T, H * d)",
@@ -168,6 +214,13 @@ def merge_visible() -> list[Probe]:
         Probe(name="1 head, T=5, d=3", args=(randn(g, 1, 1, 5, 3),)),
         Probe(name="4 heads, one token (T=1, as when generating)", args=(randn(g, 2, 4, 1, 3),)),
         Probe(name="2 heads, T=6, d=4", args=(randn(g, 1, 2, 6, 4),)),
+        Probe(name="float64 stays float64", args=(randn(g, 2, 3, 2, 2, dtype=torch.float64),)),
+        Probe(
+            name="gradient (float64): the merge passes gradients back unchanged",
+            args=(randn(g, 1, 2, 3, 2, dtype=torch.float64),),
+            mode="grad",
+            grad_seed=47,
+        ),
     ]
 
 
@@ -224,6 +277,44 @@ def merge_trace(B, H, T, d):
 """,
     ),
     Mistake(
+        id="trace-view-batch-one",
+        hint="B == 1 does not help: the view merges H and d inside one sample, where the "
+        "strides (T d and 1) still need T == 1 (or H == 1) to fit; one sequence of several "
+        "tokens (a prompt) raises as a batch does",
+        source="""
+def merge_trace(B, H, T, d):
+    return (H * T * d, T * d, d, 1), (H * T * d, d, T * d, 1), T == 1 or H == 1 or B == 1
+""",
+    ),
+    Mistake(
+        id="trace-view-forgets-one-head",
+        hint="with one head (H == 1) the head dimension has size 1 and is never stepped along, so "
+        "merging it with d imposes nothing: .view works for H == 1 as for T == 1",
+        source="""
+def merge_trace(B, H, T, d):
+    return (H * T * d, T * d, d, 1), (H * T * d, d, T * d, 1), T == 1
+""",
+    ),
+    Mistake(
+        id="trace-transpose-keeps-strides",
+        hint="transpose(1, 2) swaps the strides of dimensions 1 and 2 along with their sizes: "
+        "out.transpose(1, 2) has strides (H T d, d, T d, 1), not out's own",
+        source="""
+def merge_trace(B, H, T, d):
+    s = (H * T * d, T * d, d, 1)
+    return s, s, T == 1 or H == 1
+""",
+    ),
+    Mistake(
+        id="trace-batch-stride",
+        hint="the batch stride skips one whole sample, H * T * d numbers (the product of all the "
+        "sizes after it); a transpose of dimensions 1 and 2 leaves it alone",
+        source="""
+def merge_trace(B, H, T, d):
+    return (T * d, T * d, d, 1), (T * d, d, T * d, 1), T == 1 or H == 1
+""",
+    ),
+    Mistake(
         id="trace-view-always-works",
         hint="merging dimensions H (stride T d) and d (stride 1) into one needs stride(H) == "
         "d * stride(d): true only when T == 1 (or H == 1), so for a real batch .view raises",
@@ -240,6 +331,7 @@ def trace_visible() -> list[Probe]:
         Probe(name="B=2, H=3, T=4, d=5", args=(2, 3, 4, 5)),
         Probe(name="one new token (T=1): B=1, H=4, T=1, d=8", args=(1, 4, 1, 8)),
         Probe(name="one head: B=2, H=1, T=6, d=4", args=(2, 1, 6, 4)),
+        Probe(name="one sequence of 4 tokens (B=1): B=1, H=3, T=4, d=5", args=(1, 3, 4, 5)),
         Probe(name="GPT-2 small's heads: B=8, H=12, T=1024, d=64", args=(8, 12, 1024, 64)),
     ]
 
@@ -247,7 +339,7 @@ def trace_visible() -> list[Probe]:
 def trace_hidden(g: torch.Generator) -> list[Probe]:
     B, H, T, d = (int(v) for v in torch.randint(2, 10, (4,), generator=g))
     cases = [(B, H, T, d), (3, 2, 7, 4), (1, 8, 3, 16), (4, 6, 1, 2), (2, 1, 9, 3), (1, 32, 1, 128)]
-    cases += [(16, 32, 4096, 128), (1, 2, 2, 2)]
+    cases += [(16, 32, 4096, 128), (1, 2, 2, 2), (1, 12, 7, 64)]
     return [Probe(name=f"B={b}, H={h}, T={t}, d={e}", args=(b, h, t, e)) for b, h, t, e in cases]
 
 
@@ -285,6 +377,33 @@ def repeat_kv(x, n_rep):
 """,
     ),
     Mistake(
+        id="kv-groups-reversed",
+        hint="the groups are in reverse order (query head 0 reads the last kv head): query head "
+        "h reads kv head h // n_rep, so heads 0 .. n_rep - 1 read kv head 0",
+        source="""
+def repeat_kv(x, n_rep):
+    return x.flip(1).repeat_interleave(n_rep, dim=1)
+""",
+    ),
+    Mistake(
+        id="kv-casts-float32",
+        hint="repeat_kv must keep the input's dtype (float64 in, float64 out): copying heads "
+        "never needs .float() or .to(torch.float32)",
+        source="""
+def repeat_kv(x, n_rep):
+    return x.repeat_interleave(n_rep, dim=1).float()
+""",
+    ),
+    Mistake(
+        id="kv-detaches",
+        hint=".detach() cuts the copies out of autograd: W_k and W_v would get no gradient. "
+        "Each kv head must collect the gradients of its whole group: drop the .detach()",
+        source="""
+def repeat_kv(x, n_rep):
+    return x.repeat_interleave(n_rep, dim=1).detach()
+""",
+    ),
+    Mistake(
         id="kv-repeat-tokens",
         hint="repeat_interleave(n_rep, dim=2) repeats the tokens (T * n_rep of them); the heads "
         "are dimension 1 of (B, n_kv_heads, T, d)",
@@ -314,6 +433,16 @@ def repeat_visible() -> list[Probe]:
         Probe(name="MQA: 1 kv head for 4 query heads", args=(distinct_kv(2, 1, 3, 2), 4)),
         Probe(name="MHA: n_rep = 1 changes nothing", args=(distinct_kv(1, 3, 2, 2), 1)),
         Probe(name="8 query heads on 2 kv heads (n_rep = 4)", args=(distinct_kv(1, 2, 2, 2), 4)),
+        Probe(
+            name="float64 stays float64 (3 kv heads, n_rep = 2)",
+            args=(distinct_kv(1, 3, 2, 2, torch.float64), 2),
+        ),
+        Probe(
+            name="gradient (float64): each kv head collects the gradients of its group",
+            args=(distinct_kv(1, 2, 2, 2, torch.float64), 2),
+            mode="grad",
+            grad_seed=48,
+        ),
     ]
 
 
@@ -340,8 +469,9 @@ def repeat_hidden(g: torch.Generator) -> list[Probe]:
 # ---------------------------------------------------------------- the layer
 
 
-def projections(g, D: int, n_heads: int, n_kv: int, dtype=torch.float32) -> tuple:
-    d = D // n_heads
+def projections(g, D: int, n_heads: int, n_kv: int, dtype=torch.float32, d: int = 0) -> tuple:
+    """W_q, W_k, W_v, W_o for heads of width d (D // n_heads unless given)."""
+    d = d or D // n_heads
     scale = D**-0.5
     return (
         randn(g, n_heads * d, D, scale=scale, dtype=dtype),
@@ -365,7 +495,146 @@ def right_padding(lengths: list[int], T: int) -> torch.Tensor:
     return M.padding_mask(lengths, T)
 
 
+LAYER_SOURCE = """
+def multi_head_attention(x, W_q, W_k, W_v, W_o, n_heads, n_kv_heads=None, attn_mask=None,
+                         is_causal=True):
+    n_kv_heads = n_kv_heads or n_heads
+    T = x.shape[1]
+    q = split_heads(x @ W_q.T, n_heads)
+    k = repeat_kv(split_heads(x @ W_k.T, n_kv_heads), n_heads // n_kv_heads)
+    v = repeat_kv(split_heads(x @ W_v.T, n_kv_heads), n_heads // n_kv_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    mask = torch.ones(T, T, dtype=torch.bool).tril() if is_causal else torch.ones(T, T, dtype=torch.bool)
+    if attn_mask is not None:
+        mask = mask & attn_mask
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_o.T
+"""
+
+
+def layer_source(*changes: tuple[str, str]) -> str:
+    """The right layer with each (old, new) text replaced: one typical mistake."""
+    source = LAYER_SOURCE
+    for old, new in changes:
+        assert old in source, old
+        source = source.replace(old, new)
+    return source
+
+
+D_HEAD_HINT = (
+    "d_head is the width of one head, W_q.shape[0] // n_heads (= q.shape[-1] after the split), "
+    "not x.shape[-1] // n_heads: the two agree only when n_heads * d_head == d_model"
+)
+
 LAYER_MISTAKES = [
+    Mistake(
+        id="layer-no-scale",
+        hint="the scores are not scaled: divide q @ k^T by sqrt(d_head) (lesson 02), or the "
+        "softmax saturates as d_head grows",
+        source=layer_source((" / math.sqrt(q.shape[-1])", "")),
+    ),
+    Mistake(
+        id="layer-scale-without-sqrt",
+        hint="divide the scores by sqrt(d_head), not by d_head: the dot product of two d_head-wide"
+        " vectors has variance d_head, so its standard deviation is sqrt(d_head) (lesson 02)",
+        source=layer_source(("math.sqrt(q.shape[-1])", "q.shape[-1]")),
+    ),
+    Mistake(
+        id="layer-scale-n-heads",
+        hint="the scale is 1/sqrt(d_head), the width of one head's dot product (q.shape[-1]), "
+        "not 1/sqrt(n_heads)",
+        source=layer_source(("math.sqrt(q.shape[-1])", "math.sqrt(n_heads)")),
+    ),
+    Mistake(
+        id="layer-d-head-from-x",
+        hint=D_HEAD_HINT,
+        source=layer_source(("math.sqrt(q.shape[-1])", "math.sqrt(x.shape[-1] // n_heads)")),
+    ),
+    Mistake(
+        id="layer-d-head-from-x-in-view",
+        hint=D_HEAD_HINT,
+        source=layer_source(
+            (
+                "q = split_heads(x @ W_q.T, n_heads)",
+                "q = (x @ W_q.T).view(x.shape[0], T, n_heads, x.shape[-1] // n_heads)"
+                ".transpose(1, 2)",
+            )
+        ),
+    ),
+    Mistake(
+        id="layer-causal-shifted-up",
+        hint="tril(1) keeps one diagonal above the main one: query i also sees key i + 1, one "
+        "token of the future. The causal mask is tril() (diagonal 0): keys 0..i",
+        source=layer_source((".tril()", ".tril(1)")),
+    ),
+    Mistake(
+        id="layer-causal-without-diagonal",
+        hint="tril(-1) drops the diagonal: query i may not see its own token, and query 0 sees "
+        "nothing at all (a row of -inf, NaN after the softmax). The causal mask is tril(): keys "
+        "0..i, the query's own included",
+        source=layer_source((".tril()", ".tril(-1)")),
+    ),
+    Mistake(
+        id="layer-mask-inverted",
+        hint="the mask is inverted: here True = may attend (lesson 03), so fill -inf where the "
+        "mask is False, masked_fill(~mask, -inf). (nn.MultiheadAttention's boolean attn_mask "
+        "means the opposite, True = blocked)",
+        source=layer_source(("masked_fill(~mask,", "masked_fill(mask,")),
+    ),
+    Mistake(
+        id="layer-masks-or",
+        hint="causal | attn_mask lets a query attend where EITHER mask allows (padded keys "
+        "through the causal part, future keys through the padding part): combine them with &, "
+        "may attend only where both allow",
+        source=layer_source(("mask & attn_mask", "mask | attn_mask")),
+    ),
+    Mistake(
+        id="layer-attn-mask-replaces-causal",
+        hint="attn_mask replaced the causal mask, so with a padding mask the queries see the "
+        "future: combine the two, mask = causal & attn_mask",
+        source=layer_source(("mask = mask & attn_mask", "mask = attn_mask")),
+    ),
+    Mistake(
+        id="layer-projections-not-transposed",
+        hint="weights are (d_out, d_in) as in nn.Linear: project with x @ W_q.T (and W_k.T, "
+        "W_v.T); x @ W_q only runs because W_q is square here",
+        source=layer_source(
+            ("x @ W_q.T", "x @ W_q"), ("x @ W_k.T", "x @ W_k"), ("x @ W_v.T", "x @ W_v")
+        ),
+    ),
+    Mistake(
+        id="layer-values-tiled",
+        hint="the values are repeated the h % n_kv_heads way (.repeat tiles them) while the keys "
+        "use h // n_rep: query head h scores kv head h // n_rep's keys but averages another kv "
+        "head's values. Repeat both with repeat_kv",
+        source=layer_source(
+            (
+                "v = repeat_kv(split_heads(x @ W_v.T, n_kv_heads), n_heads // n_kv_heads)",
+                "v = split_heads(x @ W_v.T, n_kv_heads).repeat(1, n_heads // n_kv_heads, 1, 1)",
+            )
+        ),
+    ),
+    Mistake(
+        id="layer-kv-split-into-query-heads",
+        hint="under GQA, k and v have n_kv_heads heads (W_k has n_kv_heads * d_head rows): split "
+        "them into n_kv_heads heads, then repeat_kv them by n_heads // n_kv_heads",
+        source=layer_source(
+            (
+                "k = repeat_kv(split_heads(x @ W_k.T, n_kv_heads), n_heads // n_kv_heads)",
+                "k = split_heads(x @ W_k.T, n_heads)",
+            ),
+            (
+                "v = repeat_kv(split_heads(x @ W_v.T, n_kv_heads), n_heads // n_kv_heads)",
+                "v = split_heads(x @ W_v.T, n_heads)",
+            ),
+        ),
+    ),
+    Mistake(
+        id="layer-output-float32",
+        hint="the output must keep x's dtype (float64 in, float64 out): no .float() or "
+        ".to(torch.float32) on the way",
+        source=layer_source(("@ W_o.T\n", "@ W_o.T).float()\n"), ("return merge", "return (merge")),
+    ),
     Mistake(
         id="layer-no-causal-mask",
         hint="only the last position is right (the last query may see every key anyway): the "
@@ -547,6 +816,14 @@ def layer_visible() -> list[Probe]:
             kwargs={"is_causal": False},
         ),
         Probe(
+            name="float64 stays float64 (MHA, 2 heads)",
+            args=(x.double(), *projections(g, 8, 2, 2, torch.float64), 2),
+        ),
+        Probe(
+            name="heads wider than d_model / n_heads: d_model 8, 2 heads of width 6 (W_q is 12 x 8)",
+            args=(x, *projections(g, 8, 2, 2, d=6), 2),
+        ),
+        Probe(
             name="gradient (float64) with respect to x and every weight, GQA 4/2",
             args=(randn(g, 1, 4, 8, dtype=torch.float64), *projections(g, 8, 4, 2, torch.float64)),
             kwargs={"n_heads": 4, "n_kv_heads": 2},
@@ -580,6 +857,10 @@ def layer_hidden(g: torch.Generator) -> list[Probe]:
             kwargs={"attn_mask": right_padding([4, 6], 6), "is_causal": False},
         ),
         Probe(name="float64, GQA 6/3", args=(x64, *projections(g, 12, 6, 3, torch.float64), 6, 3)),
+        Probe(
+            name="4 heads of width 8 on d_model 16, GQA 4/2",
+            args=(x, *projections(g, 16, 4, 2, d=8), 4, 2),
+        ),
         Probe(
             name="gradient (float64), MHA with padding",
             args=(x64, *projections(g, 12, 3, 3, torch.float64), 3),
@@ -634,6 +915,38 @@ def fused_to_per_head_interleaved(W_qkv, n_heads):
 """,
     ),
     Mistake(
+        id="layout-matrix-only",
+        hint="W_qkv may be a bias vector (3 n_heads d_head,) with no second dimension: keep "
+        "whatever follows the rows as it is, e.g. reshape(3, n_heads, d_head, *W_qkv.shape[1:])",
+        source="""
+def fused_to_per_head_interleaved(W_qkv, n_heads):
+    d = W_qkv.shape[0] // (3 * n_heads)
+    return W_qkv.reshape(3, n_heads, d, W_qkv.shape[1]).transpose(0, 1).reshape(W_qkv.shape)
+""",
+    ),
+    Mistake(
+        id="layout-view-after-transpose",
+        hint="after transpose(0, 1) the rows are not contiguous, so .view(W_qkv.shape) raises: "
+        "use .reshape (which copies when it must), or .contiguous().view",
+        source="""
+def fused_to_per_head_interleaved(W_qkv, n_heads):
+    d = W_qkv.shape[0] // (3 * n_heads)
+    rest = W_qkv.shape[1:]
+    return W_qkv.reshape(3, n_heads, d, *rest).transpose(0, 1).view(W_qkv.shape)
+""",
+    ),
+    Mistake(
+        id="layout-detaches",
+        hint=".detach() cuts the conversion out of autograd: a converted weight must still be "
+        "trainable. Moving rows is differentiable as it is: drop the .detach()",
+        source="""
+def fused_to_per_head_interleaved(W_qkv, n_heads):
+    d = W_qkv.shape[0] // (3 * n_heads)
+    rest = W_qkv.shape[1:]
+    return W_qkv.reshape(3, n_heads, d, *rest).transpose(0, 1).reshape(W_qkv.shape).detach()
+""",
+    ),
+    Mistake(
         id="layout-unchanged",
         hint="the rows must be reordered: [Q | K | V] -> [q_0 | k_0 | v_0 | q_1 | k_1 | v_1 | ...]",
         source="""
@@ -663,6 +976,12 @@ def layout_visible() -> list[Probe]:
         Probe(name="3 heads, d_model 6", args=(randn(g, 18, 6), 3)),
         Probe(name="a bias vector (3 * d_model,), 2 heads", args=(randn(g, 12), 2)),
         Probe(name="one head: nothing moves", args=(randn(g, 12, 4), 1)),
+        Probe(
+            name="gradient (float64): the rows' gradients move back with them",
+            args=(randn(g, 12, 3, dtype=torch.float64), 2),
+            mode="grad",
+            grad_seed=49,
+        ),
     ]
 
 
@@ -674,6 +993,12 @@ def layout_hidden(g: torch.Generator) -> list[Probe]:
         Probe(name="12 heads of width 1", args=(randn(g, 36, 12), 12)),
         Probe(name="bias vector, 4 heads", args=(randn(g, 24), 4)),
         Probe(name="float64", args=(randn(g, 24, 8, dtype=torch.float64), 2)),
+        Probe(
+            name="gradient (float64), 3 heads",
+            args=(randn(g, 18, 4, dtype=torch.float64), 3),
+            mode="grad",
+            grad_seed=50,
+        ),
     ]
 
 
@@ -709,6 +1034,46 @@ def attention_parameter_count(d_model, n_heads, n_kv_heads, bias=True):
 """,
     ),
     Mistake(
+        id="count-kv-bias-d-model",
+        hint="with GQA the K and V biases shrink with their matrices: n_kv_heads * d_head each, "
+        "not d_model (the biases are d_model + 2 n_kv_heads d_head + d_model)",
+        source="""
+def attention_parameter_count(d_model, n_heads, n_kv_heads, bias=True):
+    kv = n_kv_heads * (d_model // n_heads)
+    return 2 * d_model * d_model + 2 * kv * d_model + (4 * d_model if bias else 0)
+""",
+    ),
+    Mistake(
+        id="count-kv-rows-times-d-model",
+        hint="W_k has n_kv_heads * d_head rows (d_head = d_model // n_heads), not n_kv_heads * "
+        "d_model: each kv head is as wide as one query head",
+        source="""
+def attention_parameter_count(d_model, n_heads, n_kv_heads, bias=True):
+    kv = n_kv_heads * d_model
+    return 2 * d_model * d_model + 2 * kv * d_model + ((2 * d_model + 2 * kv) if bias else 0)
+""",
+    ),
+    Mistake(
+        id="count-no-output-bias",
+        hint="the output projection W_o has a bias vector of d_model too when bias is True: four "
+        "bias vectors (q, k, v, o)",
+        source="""
+def attention_parameter_count(d_model, n_heads, n_kv_heads, bias=True):
+    kv = n_kv_heads * (d_model // n_heads)
+    return 2 * d_model * d_model + 2 * kv * d_model + ((d_model + 2 * kv) if bias else 0)
+""",
+    ),
+    Mistake(
+        id="count-only-w-k-shrinks",
+        hint="GQA shrinks W_v as well as W_k: both have n_kv_heads * d_head rows (and their biases "
+        "n_kv_heads * d_head entries)",
+        source="""
+def attention_parameter_count(d_model, n_heads, n_kv_heads, bias=True):
+    kv = n_kv_heads * (d_model // n_heads)
+    return 3 * d_model * d_model + kv * d_model + ((3 * d_model + kv) if bias else 0)
+""",
+    ),
+    Mistake(
         id="count-ignores-bias-flag",
         hint="bias=False (Llama, Mistral) means no bias vectors at all: count them only when bias "
         "is True",
@@ -731,6 +1096,7 @@ def attn_count_visible() -> list[Probe]:
             args=(8192, 64, 8),
             kwargs={"bias": False},
         ),
+        Probe(name="GQA 4/2 with biases, d_model 8", args=(8, 4, 2), kwargs={"bias": True}),
     ]
 
 
@@ -818,6 +1184,58 @@ def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
 """,
     ),
     Mistake(
+        id="gpt2-one-layernorm-per-block",
+        hint="each block has two LayerNorms, ln_1 before the attention and ln_2 before the MLP "
+        "(pre-LN), plus ln_f once after the last block",
+        source="""
+def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
+    d = n_embd
+    norm = 2 * d if bias else d
+    layer = norm + 4 * d * d + (4 * d if bias else 0)
+    layer += 8 * d * d + ((4 * d + d) if bias else 0)
+    return vocab_size * d + n_positions * d + n_layer * layer + norm
+""",
+    ),
+    Mistake(
+        id="gpt2-c-attn-bias-d",
+        hint="c_attn is the fused [Q|K|V] projection: its bias has 3 n_embd entries (and c_proj's "
+        "n_embd), 4 n_embd per block in all",
+        source="""
+def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
+    d = n_embd
+    norm = 2 * d if bias else d
+    layer = 2 * norm + 4 * d * d + (2 * d if bias else 0)
+    layer += 8 * d * d + ((4 * d + d) if bias else 0)
+    return vocab_size * d + n_positions * d + n_layer * layer + norm
+""",
+    ),
+    Mistake(
+        id="gpt2-c-fc-bias-d",
+        hint="c_fc maps n_embd to 4 n_embd, so its bias has 4 n_embd entries (c_proj's, back to "
+        "n_embd, has n_embd)",
+        source="""
+def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
+    d = n_embd
+    norm = 2 * d if bias else d
+    layer = 2 * norm + 4 * d * d + (4 * d if bias else 0)
+    layer += 8 * d * d + ((d + d) if bias else 0)
+    return vocab_size * d + n_positions * d + n_layer * layer + norm
+""",
+    ),
+    Mistake(
+        id="gpt2-bias-false-drops-layernorm-weights",
+        hint="bias=False removes bias vectors only: every LayerNorm keeps its weight (n_embd "
+        "each: 2 per block and ln_f)",
+        source="""
+def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
+    d = n_embd
+    norm = 2 * d if bias else 0
+    layer = 2 * norm + 4 * d * d + (4 * d if bias else 0)
+    layer += 8 * d * d + ((4 * d + d) if bias else 0)
+    return vocab_size * d + n_positions * d + n_layer * layer + norm
+""",
+    ),
+    Mistake(
         id="gpt2-bias-flag-only-linears",
         hint="bias=False (nanoGPT's option) removes the LayerNorms' bias vectors too, not only "
         "the linear layers'",
@@ -835,7 +1253,7 @@ def gpt2_parameter_count(vocab_size, n_positions, n_embd, n_layer, bias=True):
 
 def gpt2_visible() -> list[Probe]:
     return [
-        Probe(name="a toy config: vocab 10, 8 positions, width 4, 1 layer", args=(10, 8, 4, 1)),
+        Probe(name="a toy config: vocab 10, 8 positions, width 4, 2 layers", args=(10, 8, 4, 2)),
         Probe(name="GPT-2 small as released (config.json)", args=(50257, 1024, 768, 12)),
         Probe(name="GPT-2 small, bias=False", args=(50257, 1024, 768, 12), kwargs={"bias": False}),
     ]
