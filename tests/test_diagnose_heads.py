@@ -40,3 +40,17 @@ def test_random_inputs_keep_the_other_rules():
     wrong = x.view(1, 2, 4, 3)  # leaks, but x is not a one-token probe: no token is named
     message = why(split_heads(x, 2), wrong, (x, 2))
     assert message is None or "leaked" not in message
+
+
+def test_every_head_wrong_is_not_called_some_heads_wrong():
+    want = torch.randn(2, 2, 5, 4)
+    got = want + torch.randn(2, 2, 5, 4)  # both heads wrong, neither holds the other
+    message = why(want, got, (torch.randn(2, 5, 4),)) or ""
+    assert "the others right" not in message
+
+
+def test_a_result_of_zeros_is_not_a_scale_of_zero():
+    want = torch.rand(3, 5) + 0.1
+    got = torch.zeros(3, 5)  # a ratio of 0 everywhere, which no missing scale explains
+    message = why(want, got, (torch.randn(3, 5),)) or ""
+    assert "constant factor" not in message
