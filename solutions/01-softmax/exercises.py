@@ -1070,47 +1070,6 @@ def online_update_hidden(g: torch.Generator) -> list[Probe]:
 
 ONLINE_SOFTMAX_MISTAKES = [
     Mistake(
-        id="online-softmax-over-a-nan-to-num-update",
-        hint="your online_update repairs NaN with nan_to_num: that fixes the forward pass only. "
-        "The NaN of exp(-inf - (-inf)) is still in the graph, and the gradient through an all "
-        "-inf block is NaN. In online_update, shift by 0 when m_new is -inf "
-        "(torch.where(torch.isfinite(m_new), m_new, 0)) so that no NaN is ever made",
-        source="""
-def online_update(m, s, block):
-    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
-    s_new = s * torch.exp(m - m_new) + torch.exp(block - m_new).sum(dim=-1, keepdim=True)
-    return m_new, torch.nan_to_num(s_new, nan=0.0)
-
-def online_softmax(x, block_size):
-    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
-    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
-    for start in range(0, x.shape[-1], block_size):
-        m, s = online_update(m, s, x[..., start:start + block_size])
-    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return torch.exp(x - shift) / s
-""",
-    ),
-    Mistake(
-        id="online-softmax-over-an-update-that-forgets-the-max",
-        hint="your online_update takes the new max from the block alone: after a large block "
-        "and a much smaller one, the final m is too small and exp(x - m) overflows. The new "
-        "max is max(m, max(block))",
-        source="""
-def online_update(m, s, block):
-    m_new = block.amax(dim=-1, keepdim=True)
-    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-    return m_new, s * torch.exp(m - shift) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
-
-def online_softmax(x, block_size):
-    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
-    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
-    for start in range(0, x.shape[-1], block_size):
-        m, s = online_update(m, s, x[..., start:start + block_size])
-    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return torch.exp(x - shift) / s
-""",
-    ),
-    Mistake(
         id="online-softmax-skips-last-block",
         hint="range(0, n - block_size, block_size) stops one block early: "
         "range(0, n, block_size) covers the short last block too",
@@ -1188,6 +1147,47 @@ def online_softmax(x, block_size):
     return torch.exp(x - first) / s
 """,
     ),
+    Mistake(
+        id="online-softmax-over-a-nan-to-num-update",
+        hint="your online_update repairs NaN with nan_to_num: that fixes the forward pass only. "
+        "The NaN of exp(-inf - (-inf)) is still in the graph, and the gradient through an all "
+        "-inf block is NaN. In online_update, shift by 0 when m_new is -inf "
+        "(torch.where(torch.isfinite(m_new), m_new, 0)) so that no NaN is ever made",
+        source="""
+def online_update(m, s, block):
+    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    s_new = s * torch.exp(m - m_new) + torch.exp(block - m_new).sum(dim=-1, keepdim=True)
+    return m_new, torch.nan_to_num(s_new, nan=0.0)
+
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
+    Mistake(
+        id="online-softmax-over-an-update-that-forgets-the-max",
+        hint="your online_update takes the new max from the block alone: after a large block "
+        "and a much smaller one, the final m is too small and exp(x - m) overflows. The new "
+        "max is max(m, max(block))",
+        source="""
+def online_update(m, s, block):
+    m_new = block.amax(dim=-1, keepdim=True)
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    return m_new, s * torch.exp(m - shift) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
+
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
 ]
 
 
@@ -1213,38 +1213,42 @@ def online_softmax_visible() -> list[Probe]:
     last_big = torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1)
     return _one_update_per_block(
         [
-        Probe(
-            name="blocks of 3 over length 10 (a short last block)",
-            args=(x,),
-            kwargs={"block_size": 3},
-        ),
-        Probe(name="blocks of 1", args=(x,), kwargs={"block_size": 1}),
-        Probe(name="one block longer than the row", args=(x,), kwargs={"block_size": 64}),
-        Probe(
-            name="the largest logit in the last block", args=(last_big,), kwargs={"block_size": 3}
-        ),
-        Probe(
-            name="a first block that is all -inf (masked), blocks of 2",
-            args=(_neg_inf_blocks(randn(g, 2, 8), 2, [0]),),
-            kwargs={"block_size": 2},
-        ),
-        Probe(
-            name="float64, blocks of 4",
-            args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
-            kwargs={"block_size": 4},
-        ),
-        Probe(
-            name="a large block before a much smaller one: [100, 0 | -100, -90], blocks of 2",
-            args=(torch.tensor([[100.0, 0.0, -100.0, -90.0]]),),
-            kwargs={"block_size": 2},
-        ),
-        Probe(
-            name="gradient (float64) with an all -inf first block, blocks of 2: no NaN",
-            args=(torch.tensor([[NEG_INF, NEG_INF, 1.0, 2.0], [0.5, -1.0, 2.0, 0.0]]).double(),),
-            kwargs={"block_size": 2},
-            mode="grad",
-            grad_seed=12,
-        ),
+            Probe(
+                name="blocks of 3 over length 10 (a short last block)",
+                args=(x,),
+                kwargs={"block_size": 3},
+            ),
+            Probe(name="blocks of 1", args=(x,), kwargs={"block_size": 1}),
+            Probe(name="one block longer than the row", args=(x,), kwargs={"block_size": 64}),
+            Probe(
+                name="the largest logit in the last block",
+                args=(last_big,),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="a first block that is all -inf (masked), blocks of 2",
+                args=(_neg_inf_blocks(randn(g, 2, 8), 2, [0]),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="float64, blocks of 4",
+                args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="a large block before a much smaller one: [100, 0 | -100, -90], blocks of 2",
+                args=(torch.tensor([[100.0, 0.0, -100.0, -90.0]]),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="gradient (float64) with an all -inf first block, blocks of 2: no NaN",
+                args=(
+                    torch.tensor([[NEG_INF, NEG_INF, 1.0, 2.0], [0.5, -1.0, 2.0, 0.0]]).double(),
+                ),
+                kwargs={"block_size": 2},
+                mode="grad",
+                grad_seed=12,
+            ),
         ]
     )
 
@@ -1252,77 +1256,81 @@ def online_softmax_visible() -> list[Probe]:
 def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
     return _one_update_per_block(
         [
-        Probe(
-            name="length 10 in blocks of 3 (the last block is short)",
-            args=(randn(g, 4, 10),),
-            kwargs={"block_size": 3},
-        ),
-        Probe(name="blocks of 1", args=(randn(g, 2, 7),), kwargs={"block_size": 1}),
-        Probe(
-            name="one block larger than the row", args=(randn(g, 3, 5),), kwargs={"block_size": 64}
-        ),
-        Probe(
-            name="length 12 in blocks of 4", args=(randn(g, 2, 3, 12),), kwargs={"block_size": 4}
-        ),
-        Probe(
-            name="huge logits (around 1e4) in blocks of 4",
-            args=(randn(g, 3, 11, scale=30) + 1e4,),
-            kwargs={"block_size": 4},
-        ),
-        Probe(
-            name="rows containing -inf, blocks of 2",
-            args=(_with_neg_inf(randn(g, 4, 9), g),),
-            kwargs={"block_size": 2},
-        ),
-        Probe(
-            name="the largest logit in the last block",
-            args=(torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1),),
-            kwargs={"block_size": 3},
-        ),
-        Probe(
-            name="an all -inf block first, in the middle and last (blocks of 3)",
-            args=(
-                torch.stack(
-                    [
-                        _neg_inf_blocks(randn(g, 12), 3, [0]),
-                        _neg_inf_blocks(randn(g, 12), 3, [1, 2]),
-                        _neg_inf_blocks(randn(g, 12), 3, [3]),
-                    ]
-                ),
+            Probe(
+                name="length 10 in blocks of 3 (the last block is short)",
+                args=(randn(g, 4, 10),),
+                kwargs={"block_size": 3},
             ),
-            kwargs={"block_size": 3},
-        ),
-        Probe(
-            name="float64, length 13 in blocks of 5",
-            args=(randn(g, 3, 13, scale=4, dtype=torch.float64),),
-            kwargs={"block_size": 5},
-        ),
-        Probe(
-            name="gradient matches autograd of the softmax (float64)",
-            args=(randn(g, 2, 7, dtype=torch.float64),),
-            kwargs={"block_size": 3},
-            mode="grad",
-            grad_seed=10,
-        ),
-        Probe(
-            name="a large block before much smaller ones, blocks of 3",
-            args=(torch.cat([randn(g, 2, 3) + 80, randn(g, 2, 6) - 80], -1),),
-            kwargs={"block_size": 3},
-        ),
-        Probe(
-            name="gradient (float64) with all -inf blocks first and in the middle: no NaN",
-            args=(
-                torch.stack(
-                    [
-                        _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [0]),
-                        _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [1]),
-                    ]
-                ),
+            Probe(name="blocks of 1", args=(randn(g, 2, 7),), kwargs={"block_size": 1}),
+            Probe(
+                name="one block larger than the row",
+                args=(randn(g, 3, 5),),
+                kwargs={"block_size": 64},
             ),
-            kwargs={"block_size": 3},
-            mode="grad",
-            grad_seed=13,
-        ),
+            Probe(
+                name="length 12 in blocks of 4",
+                args=(randn(g, 2, 3, 12),),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="huge logits (around 1e4) in blocks of 4",
+                args=(randn(g, 3, 11, scale=30) + 1e4,),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="rows containing -inf, blocks of 2",
+                args=(_with_neg_inf(randn(g, 4, 9), g),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="the largest logit in the last block",
+                args=(torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1),),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="an all -inf block first, in the middle and last (blocks of 3)",
+                args=(
+                    torch.stack(
+                        [
+                            _neg_inf_blocks(randn(g, 12), 3, [0]),
+                            _neg_inf_blocks(randn(g, 12), 3, [1, 2]),
+                            _neg_inf_blocks(randn(g, 12), 3, [3]),
+                        ]
+                    ),
+                ),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="float64, length 13 in blocks of 5",
+                args=(randn(g, 3, 13, scale=4, dtype=torch.float64),),
+                kwargs={"block_size": 5},
+            ),
+            Probe(
+                name="gradient matches autograd of the softmax (float64)",
+                args=(randn(g, 2, 7, dtype=torch.float64),),
+                kwargs={"block_size": 3},
+                mode="grad",
+                grad_seed=10,
+            ),
+            Probe(
+                name="a large block before much smaller ones, blocks of 3",
+                args=(torch.cat([randn(g, 2, 3) + 80, randn(g, 2, 6) - 80], -1),),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="gradient (float64) with all -inf blocks first and in the middle: no NaN",
+                args=(
+                    torch.stack(
+                        [
+                            _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [0]),
+                            _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [1]),
+                        ]
+                    ),
+                ),
+                kwargs={"block_size": 3},
+                mode="grad",
+                grad_seed=13,
+            ),
         ]
     )
 
