@@ -336,14 +336,25 @@ def decode_outcome(record: dict) -> dict:
 
 
 def _precisions(cases: list[dict]) -> str:
-    seen = {}
+    seen: dict[str, list[Tolerance]] = {}
     for case in cases:
         tol = _tolerance(case)
         dtypes = _dtypes(decode(case["expected"]))
         for dtype in dtypes:
-            seen.setdefault(dtype, tol or tolerance_for(dtype))
-    parts = [f"{d} at {t}" for d, t in sorted(seen.items()) if d.startswith(("float", "bfloat"))]
+            found = seen.setdefault(dtype, [])
+            used = tol or tolerance_for(dtype)
+            if all((t.atol, t.rtol) != (used.atol, used.rtol) for t in found):
+                found.append(used)
+    parts = [
+        f"{d} at {t[0]}" if len(t) == 1 else f"{d} at one tolerance per case: {_listed(t)}"
+        for d, t in sorted(seen.items())
+        if d.startswith(("float", "bfloat"))
+    ]
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _listed(tolerances: list[Tolerance]) -> str:
+    return "; ".join(map(str, tolerances))
 
 
 def _dtypes(plain) -> list[str]:

@@ -125,7 +125,10 @@ def to_plain(value: Any) -> Any:
         if value.is_complex() or value.dtype in (torch.uint16, torch.uint32, torch.uint64):
             raise TypeError(f"returned a tensor of dtype {value.dtype}")
         return {"dtype": plain_dtype(value.dtype), "array": np.array(_numpy(tensor), copy=True)}
-    if type(value) in (bool, int, float):
+    if type(value) is bool:
+        # Marked, so that a 0-d bool tensor is not taken for the Python bool a spec asks for.
+        return {"dtype": "bool", "array": np.array(value), "python": True}
+    if type(value) in (int, float):
         return {"dtype": type(value).__name__, "array": np.array(value)}
     if type(value) is str:
         return {"dtype": "str", "text": value[:10_000]}
@@ -168,11 +171,14 @@ def encode(plain: Any) -> Any:
         if wire is None:
             raise TypeError(f"cannot send dtype {plain['dtype']}")
         array = np.asarray(plain["array"], dtype=np.dtype(wire))  # 0-d stays 0-d
-        return {
+        encoded = {
             "dtype": plain["dtype"],
             "shape": list(array.shape),
             "b64": base64.b64encode(array.tobytes(order="C")).decode("ascii"),
         }
+        if plain.get("python") is True:
+            encoded["python"] = True
+        return encoded
     return plain
 
 
@@ -216,6 +222,8 @@ def decode(wire: Any, depth: int = 0) -> Any:
     if len(raw) != count * itemsize:
         raise ValueError("array data does not match its shape")
     array = np.frombuffer(raw, dtype=np.dtype(wire_dtype)).reshape(shape).copy()
+    if wire.get("python") is True and dtype == "bool" and not shape:
+        return {"dtype": dtype, "array": array, "python": True}
     return {"dtype": dtype, "array": array}
 
 
@@ -302,6 +310,8 @@ def _kind(plain: Any) -> str:
         return "something else"
     dtype = plain.get("dtype")
     if "array" in plain:
+        if dtype == "bool" and "python" not in plain and plain["array"].ndim == 0:
+            return "a 0-d bool tensor (bool(...) makes it a Python bool)"
         if dtype in ("int", "float", "bool"):
             return f"a Python {dtype}"
         return f"a {dtype} tensor of shape {tuple(plain['array'].shape)}"
@@ -333,6 +343,8 @@ def _compare_arrays(
         )
     if want_python and want["dtype"] == "bool" and got["dtype"] != "bool":
         return _type_mismatch(want, got, path)
+    if want.get("python") is True and not got.get("python"):
+        return _type_mismatch(want, got, path)  # a 0-d bool tensor where a Python bool is asked
     if g.shape != w.shape:
         brief = f"shape {tuple(g.shape)}; the result's shape should be {tuple(w.shape)}"
         return Mismatch(

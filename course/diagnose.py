@@ -262,9 +262,9 @@ def _heads(w, g, tol) -> str | None:
         return None
     n = w.shape[1]
     wrong = [h for h in range(n) if not _close(w[:, h], g[:, h], tol)]
-    if not wrong or len(wrong) == n:  # "the others right" needs some right ones
-        swapped = _head_permutation(w, g, tol)
-        return swapped
+    if not wrong or len(wrong) == n:
+        # Every head wrong is a permutation or nothing head-specific ("the others right" is false).
+        return _head_permutation(w, g, tol)
     matches = {h: [k for k in range(n) if _close(w[:, k], g[:, h], tol)] for h in wrong}
     if all(matches[h] for h in wrong):
         pairs = ", ".join(f"head {h} holds head {matches[h][0]}" for h in wrong)
@@ -290,6 +290,8 @@ def _scale(w, g, tol) -> str | None:
         return None
     ratio = g[finite] / w[finite]
     c = float(np.median(ratio))
+    if not np.isfinite(c) or abs(c) < 1e-3:
+        return None  # a result of (nearly) zeros is not a scale mistake
     if abs(c - 1) > 1e-3 and np.allclose(ratio, c, rtol=1e-3, atol=0):
         if abs(c + 1) < 1e-3:
             return "the sign is flipped"

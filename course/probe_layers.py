@@ -23,6 +23,9 @@ __all__ = [
     "peeking_self_attention",
     "sequence_normalised_attention",
     "last_token_broadcast",
+    "peek_two_ahead",
+    "odd_sequences_leak",
+    "ignores_feature_zero",
 ]
 
 
@@ -80,3 +83,26 @@ def last_token_broadcast(x: torch.Tensor) -> torch.Tensor:
     """Causal attention plus a 'summary' read from the final token (e.g. a pooled classifier
     token added back to every position): only perturbing the *last* token reveals it."""
     return causal_self_attention(x) + 0.5 * x[..., -1:, :]
+
+
+def peek_two_ahead(x: torch.Tensor) -> torch.Tensor:
+    """Leaks two steps: position i adds token i + 2 (a target shifted by two instead of one).
+    Perturbing token t moves position t - 2, never t - 1: a test that looks only one position
+    back misses it."""
+    ahead = F.pad(x[..., 2:, :], (0, 0, 0, 2))
+    return causal_running_mean(x) + 0.5 * ahead
+
+
+def odd_sequences_leak(x: torch.Tensor) -> torch.Tensor:
+    """Leaks in batch elements 1, 3, ... only (a bug that depends on which sequence it sees,
+    e.g. on its padding): batch element 0 alone looks causal. `x`: (batch, seq, d)."""
+    odd = (torch.arange(x.shape[0]) % 2 == 1).to(x.dtype)[:, None, None]
+    return causal_self_attention(x) + 0.5 * odd * x[..., -1:, :]
+
+
+def ignores_feature_zero(x: torch.Tensor) -> torch.Tensor:
+    """A causal running mean of features 1.. only: input feature 0 is ignored and output
+    feature 0 is always 0, so perturbing (or watching) feature 0 alone sees nothing move."""
+    keep = torch.ones(x.shape[-1], dtype=x.dtype)
+    keep[0] = 0
+    return causal_running_mean(x * keep)

@@ -51,3 +51,17 @@ def test_kv_heads_repeated_for_the_wrong_query_heads_are_named_per_query_head():
     assert "holds" not in message
     tiled = why(right, kv.repeat(1, 2, 1, 1), (kv, 2))
     assert "query head 1 reads kv head 1 (should read 0)" in tiled
+
+
+def test_every_head_wrong_is_not_called_some_heads_wrong():
+    want = torch.randn(2, 2, 5, 4)
+    got = want + torch.randn(2, 2, 5, 4)  # both heads wrong, neither holds the other
+    message = why(want, got, (torch.randn(2, 5, 4),)) or ""
+    assert "the others right" not in message
+
+
+def test_a_result_of_zeros_is_not_a_scale_of_zero():
+    want = torch.rand(3, 5) + 0.1
+    got = torch.zeros(3, 5)  # a ratio of 0 everywhere, which no missing scale explains
+    message = why(want, got, (torch.randn(3, 5),)) or ""
+    assert "constant factor" not in message

@@ -301,3 +301,34 @@ def test_scan_catches_a_leak_only_the_last_token_reveals():
     assert not w.state["leak"]  # perturbing token 5 does not show it
     w.scan.value = True
     assert w.state["scan"]["leaky_tokens"] == [9] and w.state["scan"]["verdict"] is True
+
+
+def test_nan_outputs_are_the_nan_trap_not_a_leak():
+    def minus_inf(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, -1) @ v
+
+    w = explorer(attention_fn=minus_inf)
+    w.padding.value, w.length.value = True, 0  # every query may attend to nothing
+    assert w.state["nan_outputs"] == list(range(10))
+    assert not w.state["leak"] and "⚠ leak" not in w.readout.value
+    assert "NaN trap, not a leak" in w.readout.value
+
+
+def test_a_sliding_window_one_too_wide_or_narrow_is_flagged():
+    def band(extra):
+        def window(n, size, past=0):
+            d = torch.arange(past, past + n)[:, None] - torch.arange(past + n)[None, :]
+            return (d >= 0) & (d < size + extra)
+
+        return window
+
+    for extra, words in ((1, "one key too many"), (-1, "one key too few")):
+        w = explorer(window_fn=band(extra))
+        w.window.value, w.window_size.value = True, 3
+        assert words in w.readout.value
+    w = explorer(window_fn=band(0))
+    w.window.value, w.window_size.value = True, 3
+    assert w.state["warnings"] == []

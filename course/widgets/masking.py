@@ -98,9 +98,11 @@ class MaskingExplorer(Explorer):
             self._check_padding(padding, self.length.value)
             masks.append(padding)
         if self.window.value:
-            masks.append(
-                _as_mask(self.window_fn(N_TOKENS, self.window_size.value), "sliding_window_mask")
+            window = _as_mask(
+                self.window_fn(N_TOKENS, self.window_size.value), "sliding_window_mask"
             )
+            self._check_window(window, self.window_size.value)
+            masks.append(window)
         if not masks:
             return None
         return _as_mask(self.combine_fn(*masks), "combine_masks")
@@ -124,6 +126,24 @@ class MaskingExplorer(Explorer):
             f"{length} real tokens{why}"
         )
 
+    def _check_window(self, window: torch.Tensor, size: int) -> None:
+        """Warn when the learner's window lets the last query see other than `size` keys."""
+        try:
+            row = torch.broadcast_to(window, (N_TOKENS, N_TOKENS))[-1]
+        except RuntimeError:
+            return  # the combined mask's broadcast check reports the shape
+        admitted, expected = int(row.sum()), min(size, N_TOKENS)
+        if admitted == expected:
+            return
+        why = {
+            expected + 1: ": one key too many (distance < window, not <= window)",
+            expected - 1: ": one key too few (distance < window, not < window - 1)",
+        }.get(admitted, "")
+        self.warnings.append(
+            f"your sliding_window_mask({N_TOKENS}, {size}) lets the last query see {admitted} "
+            f"keys; a window of {size} is {expected}{why}"
+        )
+
     def _layer(self, mask):
         """The learner's attention under `mask` as a sequence layer (batch, seq, d) -> same."""
 
@@ -140,7 +160,8 @@ class MaskingExplorer(Explorer):
             perturbed = self.x.clone()
             perturbed[:, t, :] += 1.0
             diff = (self._attend(perturbed, None, mask) - base).abs().to(torch.float64)
-            moved[t] = torch.nan_to_num(diff, nan=math.inf).reshape(N_TOKENS, -1).amax(-1) > (
+            # A NaN output (the NaN trap) is reported as such, not counted as a moved output.
+            moved[t] = torch.nan_to_num(diff, nan=0.0).reshape(N_TOKENS, -1).amax(-1) > (
                 CHANGED_ATOL
             )
         before = torch.ones(N_TOKENS, N_TOKENS, dtype=torch.bool).tril(-1)  # output p < token t
@@ -190,8 +211,10 @@ class MaskingExplorer(Explorer):
         perturbed = self.x.clone()
         perturbed[:, t, :] += 1.0
         base, moved = self._attend(self.x, None, mask), self._attend(perturbed, None, mask)
-        diff = (moved - base).abs().to(torch.float64)
-        diff = torch.nan_to_num(diff, nan=math.inf).reshape(N_TOKENS, -1).amax(-1)
+        diff = (moved - base).abs().to(torch.float64).reshape(N_TOKENS, -1)
+        nan_outputs = torch.isnan(diff).any(-1)
+        # NaN outputs are the NaN trap, reported on their own: they did not "move".
+        diff = torch.nan_to_num(diff, nan=0.0).amax(-1)
         changed = diff > CHANGED_ATOL
         empty = ~allowed.any(-1)
         nan_rows = torch.isnan(weights).any(-1)
@@ -204,6 +227,7 @@ class MaskingExplorer(Explorer):
             "leak": bool(changed[:t].any()),
             "empty_rows": empty.nonzero().flatten().tolist(),
             "nan_rows": nan_rows.nonzero().flatten().tolist(),
+            "nan_outputs": nan_outputs.nonzero().flatten().tolist(),
             "empty_rows_zero": bool((weights[empty].nan_to_num(nan=1.0) == 0).all()),
             "description": self.describe_mask(),
             "warnings": list(self.warnings),
@@ -337,6 +361,12 @@ class MaskingExplorer(Explorer):
             rows.append(
                 f"<span style='color:#b00020'>⚠ NaN weights in rows {state['nan_rows']}: "
                 "the NaN trap</span>"
+            )
+        if state["nan_outputs"]:
+            rows.append(
+                f"<span style='color:#b00020'>⚠ the outputs at positions {state['nan_outputs']} "
+                "are NaN (the NaN trap, not a leak): queries that may attend to nothing must "
+                "output zeros</span>"
             )
         for warning in state["warnings"]:
             rows.append(f"<span style='color:#b00020'>⚠ {html.escape(warning)}</span>")

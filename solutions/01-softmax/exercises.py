@@ -20,8 +20,13 @@ SOFTMAX_OPS = {
     "log_softmax": "log_softmax (torch.log_softmax / F.log_softmax)",
     "logsumexp": "logsumexp (torch.logsumexp / Tensor.logsumexp)",
 }
+# F.cross_entropy is a composite: the first forbidden operator it reaches is _log_softmax, so
+# the log_softmax names say that F.cross_entropy may be what was called.
+_VIA_CE = "log_softmax (torch.log_softmax / F.log_softmax, or F.cross_entropy, which calls it)"
 LOSS_OPS = {
     **SOFTMAX_OPS,
+    "_log_softmax": _VIA_CE,
+    "log_softmax": _VIA_CE,
     "nll_loss": "nll_loss (F.nll_loss / F.cross_entropy)",
     "nll_loss_nd": "nll_loss (F.nll_loss / F.cross_entropy)",
     "nll_loss2d": "nll_loss (F.nll_loss / F.cross_entropy)",
@@ -353,6 +358,17 @@ def logsumexp(x, dim=-1):
 """,
     ),
     Mistake(
+        id="logsumexp-ignores-dim",
+        hint="the max and the sum must run along the `dim` argument, not always along -1 "
+        "(with dim=0 a (5, 3) input gives shape (3,))",
+        source="""
+def logsumexp(x, dim=-1):
+    m = x.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m.squeeze(-1) + torch.log(torch.exp(x - m).sum(dim=-1))
+""",
+    ),
+    Mistake(
         id="logsumexp-keeps-dim",
         hint="log-sum-exp reduces `dim` away: a (4, 10) input gives shape (4,), like "
         "torch.logsumexp (squeeze the kept dimension)",
@@ -459,6 +475,20 @@ def log_softmax(x, dim=-1):
 """,
     ),
 ]
+
+
+LOG_SOFTMAX_MISTAKES.append(
+    Mistake(
+        id="log-softmax-ignores-dim",
+        hint="the max and the log-sum-exp must run along the `dim` argument, not always along -1",
+        source="""
+def log_softmax(x, dim=-1):
+    m = x.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return x - m - torch.log(torch.exp(x - m).sum(dim=-1, keepdim=True))
+""",
+    )
+)
 
 
 def log_softmax_visible() -> list[Probe]:
@@ -806,6 +836,24 @@ def softmax_jacobian(p):
 """,
     ),
     Mistake(
+        id="jacobian-inner-product",
+        hint="p p^T is the *outer* product, an (n, n) matrix with entries p_i p_j "
+        "(p.unsqueeze(-1) * p.unsqueeze(-2)); (p * p).sum() is the inner product, one number",
+        source="""
+def softmax_jacobian(p):
+    return torch.diag_embed(p) - (p * p).sum(-1, keepdim=True).unsqueeze(-1)
+""",
+    ),
+    Mistake(
+        id="jacobian-diag-embed-minus-outer",
+        hint="p has shape (..., n): torch.outer only takes 1-D vectors; the batched outer "
+        "product is p.unsqueeze(-1) * p.unsqueeze(-2)",
+        source="""
+def softmax_jacobian(p):
+    return torch.diag_embed(p) - torch.outer(p, p)
+""",
+    ),
+    Mistake(
         id="jacobian-no-batch",
         hint="p has shape (..., n): torch.diag(p) and p @ p.T only work for one row; use "
         "torch.diag_embed(p) and p.unsqueeze(-1) * p.unsqueeze(-2)",
@@ -866,6 +914,17 @@ def online_update(m, s, block):
     m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
     shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
     return m_new, s * torch.exp(shift - m) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
+""",
+    ),
+    Mistake(
+        id="online-update-inverted-rescale-guarded",
+        hint="the rescale factor is exp(m - m_new) (at most 1), not exp(m_new - m)",
+        source="""
+def online_update(m, s, block):
+    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    old = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m_new, s * torch.exp(shift - old) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
 """,
     ),
     Mistake(
@@ -1088,6 +1147,47 @@ def online_softmax(x, block_size):
     return torch.exp(x - first) / s
 """,
     ),
+    Mistake(
+        id="online-softmax-over-a-nan-to-num-update",
+        hint="your online_update repairs NaN with nan_to_num: that fixes the forward pass only. "
+        "The NaN of exp(-inf - (-inf)) is still in the graph, and the gradient through an all "
+        "-inf block is NaN. In online_update, shift by 0 when m_new is -inf "
+        "(torch.where(torch.isfinite(m_new), m_new, 0)) so that no NaN is ever made",
+        source="""
+def online_update(m, s, block):
+    m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    s_new = s * torch.exp(m - m_new) + torch.exp(block - m_new).sum(dim=-1, keepdim=True)
+    return m_new, torch.nan_to_num(s_new, nan=0.0)
+
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
+    Mistake(
+        id="online-softmax-over-an-update-that-forgets-the-max",
+        hint="your online_update takes the new max from the block alone: after a large block "
+        "and a much smaller one, the final m is too small and exp(x - m) overflows. The new "
+        "max is max(m, max(block))",
+        source="""
+def online_update(m, s, block):
+    m_new = block.amax(dim=-1, keepdim=True)
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    return m_new, s * torch.exp(m - shift) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
+
+def online_softmax(x, block_size):
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype)
+    s = torch.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    for start in range(0, x.shape[-1], block_size):
+        m, s = online_update(m, s, x[..., start:start + block_size])
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - shift) / s
+""",
+    ),
 ]
 
 
@@ -1113,26 +1213,42 @@ def online_softmax_visible() -> list[Probe]:
     last_big = torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1)
     return _one_update_per_block(
         [
-        Probe(
-            name="blocks of 3 over length 10 (a short last block)",
-            args=(x,),
-            kwargs={"block_size": 3},
-        ),
-        Probe(name="blocks of 1", args=(x,), kwargs={"block_size": 1}),
-        Probe(name="one block longer than the row", args=(x,), kwargs={"block_size": 64}),
-        Probe(
-            name="the largest logit in the last block", args=(last_big,), kwargs={"block_size": 3}
-        ),
-        Probe(
-            name="a first block that is all -inf (masked), blocks of 2",
-            args=(_neg_inf_blocks(randn(g, 2, 8), 2, [0]),),
-            kwargs={"block_size": 2},
-        ),
-        Probe(
-            name="float64, blocks of 4",
-            args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
-            kwargs={"block_size": 4},
-        ),
+            Probe(
+                name="blocks of 3 over length 10 (a short last block)",
+                args=(x,),
+                kwargs={"block_size": 3},
+            ),
+            Probe(name="blocks of 1", args=(x,), kwargs={"block_size": 1}),
+            Probe(name="one block longer than the row", args=(x,), kwargs={"block_size": 64}),
+            Probe(
+                name="the largest logit in the last block",
+                args=(last_big,),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="a first block that is all -inf (masked), blocks of 2",
+                args=(_neg_inf_blocks(randn(g, 2, 8), 2, [0]),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="float64, blocks of 4",
+                args=(randn(g, 2, 9, scale=3, dtype=torch.float64),),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="a large block before a much smaller one: [100, 0 | -100, -90], blocks of 2",
+                args=(torch.tensor([[100.0, 0.0, -100.0, -90.0]]),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="gradient (float64) with an all -inf first block, blocks of 2: no NaN",
+                args=(
+                    torch.tensor([[NEG_INF, NEG_INF, 1.0, 2.0], [0.5, -1.0, 2.0, 0.0]]).double(),
+                ),
+                kwargs={"block_size": 2},
+                mode="grad",
+                grad_seed=12,
+            ),
         ]
     )
 
@@ -1140,58 +1256,81 @@ def online_softmax_visible() -> list[Probe]:
 def online_softmax_hidden(g: torch.Generator) -> list[Probe]:
     return _one_update_per_block(
         [
-        Probe(
-            name="length 10 in blocks of 3 (the last block is short)",
-            args=(randn(g, 4, 10),),
-            kwargs={"block_size": 3},
-        ),
-        Probe(name="blocks of 1", args=(randn(g, 2, 7),), kwargs={"block_size": 1}),
-        Probe(
-            name="one block larger than the row", args=(randn(g, 3, 5),), kwargs={"block_size": 64}
-        ),
-        Probe(
-            name="length 12 in blocks of 4", args=(randn(g, 2, 3, 12),), kwargs={"block_size": 4}
-        ),
-        Probe(
-            name="huge logits (around 1e4) in blocks of 4",
-            args=(randn(g, 3, 11, scale=30) + 1e4,),
-            kwargs={"block_size": 4},
-        ),
-        Probe(
-            name="rows containing -inf, blocks of 2",
-            args=(_with_neg_inf(randn(g, 4, 9), g),),
-            kwargs={"block_size": 2},
-        ),
-        Probe(
-            name="the largest logit in the last block",
-            args=(torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1),),
-            kwargs={"block_size": 3},
-        ),
-        Probe(
-            name="an all -inf block first, in the middle and last (blocks of 3)",
-            args=(
-                torch.stack(
-                    [
-                        _neg_inf_blocks(randn(g, 12), 3, [0]),
-                        _neg_inf_blocks(randn(g, 12), 3, [1, 2]),
-                        _neg_inf_blocks(randn(g, 12), 3, [3]),
-                    ]
-                ),
+            Probe(
+                name="length 10 in blocks of 3 (the last block is short)",
+                args=(randn(g, 4, 10),),
+                kwargs={"block_size": 3},
             ),
-            kwargs={"block_size": 3},
-        ),
-        Probe(
-            name="float64, length 13 in blocks of 5",
-            args=(randn(g, 3, 13, scale=4, dtype=torch.float64),),
-            kwargs={"block_size": 5},
-        ),
-        Probe(
-            name="gradient matches autograd of the softmax (float64)",
-            args=(randn(g, 2, 7, dtype=torch.float64),),
-            kwargs={"block_size": 3},
-            mode="grad",
-            grad_seed=10,
-        ),
+            Probe(name="blocks of 1", args=(randn(g, 2, 7),), kwargs={"block_size": 1}),
+            Probe(
+                name="one block larger than the row",
+                args=(randn(g, 3, 5),),
+                kwargs={"block_size": 64},
+            ),
+            Probe(
+                name="length 12 in blocks of 4",
+                args=(randn(g, 2, 3, 12),),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="huge logits (around 1e4) in blocks of 4",
+                args=(randn(g, 3, 11, scale=30) + 1e4,),
+                kwargs={"block_size": 4},
+            ),
+            Probe(
+                name="rows containing -inf, blocks of 2",
+                args=(_with_neg_inf(randn(g, 4, 9), g),),
+                kwargs={"block_size": 2},
+            ),
+            Probe(
+                name="the largest logit in the last block",
+                args=(torch.cat([randn(g, 2, 9), torch.full((2, 1), 50.0)], -1),),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="an all -inf block first, in the middle and last (blocks of 3)",
+                args=(
+                    torch.stack(
+                        [
+                            _neg_inf_blocks(randn(g, 12), 3, [0]),
+                            _neg_inf_blocks(randn(g, 12), 3, [1, 2]),
+                            _neg_inf_blocks(randn(g, 12), 3, [3]),
+                        ]
+                    ),
+                ),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="float64, length 13 in blocks of 5",
+                args=(randn(g, 3, 13, scale=4, dtype=torch.float64),),
+                kwargs={"block_size": 5},
+            ),
+            Probe(
+                name="gradient matches autograd of the softmax (float64)",
+                args=(randn(g, 2, 7, dtype=torch.float64),),
+                kwargs={"block_size": 3},
+                mode="grad",
+                grad_seed=10,
+            ),
+            Probe(
+                name="a large block before much smaller ones, blocks of 3",
+                args=(torch.cat([randn(g, 2, 3) + 80, randn(g, 2, 6) - 80], -1),),
+                kwargs={"block_size": 3},
+            ),
+            Probe(
+                name="gradient (float64) with all -inf blocks first and in the middle: no NaN",
+                args=(
+                    torch.stack(
+                        [
+                            _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [0]),
+                            _neg_inf_blocks(randn(g, 9, dtype=torch.float64), 3, [1]),
+                        ]
+                    ),
+                ),
+                kwargs={"block_size": 3},
+                mode="grad",
+                grad_seed=13,
+            ),
         ]
     )
 

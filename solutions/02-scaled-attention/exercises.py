@@ -212,6 +212,51 @@ def logit_variances(sigma_q=sigma_q, sigma_k=sigma_k):
 ]
 
 
+LOGIT_VARIANCE_MISTAKES += [
+    Mistake(
+        id="closed-forms-factor-squared-twice",
+        hint="Var(cX) = c^2 Var(X) with c = 1/sqrt(d_k) gives c^2 = 1/d_k, not 1/d_k^2 "
+        "(the square root is squared once): Var(q.k/sqrt(d_k)) = Var(q.k)/d_k, "
+        "Var(q.k/d_k) = Var(q.k)/d_k^2",
+        source="""
+def logit_variances(sigma_q=sigma_q, sigma_k=sigma_k):
+    raw = d_k * sigma_q**2 * sigma_k**2
+    return raw, raw / d_k**2, raw / d_k**4
+""",
+    ),
+    Mistake(
+        id="closed-forms-sigma-not-squared",
+        hint="sigma_q and sigma_k are standard deviations: the variances are sigma_q**2 and "
+        "sigma_k**2, so Var(q.k) = d_k sigma_q^2 sigma_k^2 (logit_variances(2, 3)[0] is 36 d_k)",
+        source="""
+def logit_variances(sigma_q=sigma_q, sigma_k=sigma_k):
+    raw = d_k * sigma_q * sigma_k
+    return raw, raw / d_k, raw / d_k**2
+""",
+    ),
+    Mistake(
+        id="closed-forms-third-not-squared",
+        hint="dividing by d_k divides the variance by d_k^2 (Var(cX) = c^2 Var(X)): the third "
+        "entry is Var(q.k)/d_k^2, not Var(q.k)/d_k",
+        source="""
+def logit_variances(sigma_q=sigma_q, sigma_k=sigma_k):
+    raw = d_k * sigma_q**2 * sigma_k**2
+    return raw, raw / d_k, raw / d_k
+""",
+    ),
+    Mistake(
+        id="closed-forms-ignores-the-arguments",
+        hint="use the arguments sigma_q and sigma_k you are given (they may be numbers, e.g. "
+        "logit_variances(2, 3) gives (36 d_k, 36, 36/d_k)), not the setup cell's symbols",
+        source="""
+def logit_variances(sigma_q_=sigma_q, sigma_k_=sigma_k):
+    raw = d_k * sigma_q**2 * sigma_k**2
+    return raw, raw / d_k, raw / d_k**2
+""",
+    ),
+]
+
+
 def logit_variances_visible() -> list[Probe]:
     return [
         Probe(name="in the symbols d_k, sigma_q, sigma_k (the defaults)", args=()),
@@ -293,6 +338,28 @@ def monte_carlo_variance(d_k, n_samples, sigma_q=1.0, sigma_k=1.0, seed=0):
 ]
 
 
+MONTE_CARLO_MISTAKES.append(
+    Mistake(
+        id="monte-carlo-all-pairs-matrix",
+        hint="q @ k.T builds the n_samples x n_samples matrix of every (query, key) pair (20 GB "
+        "at 50,000 samples): the n_samples dot products are (q * k).sum(dim=-1), one per row",
+        source="""
+def monte_carlo_variance(d_k, n_samples, sigma_q=1.0, sigma_k=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n_samples, d_k, generator=g) * sigma_q
+    k = torch.randn(n_samples, d_k, generator=g) * sigma_k
+    return (q @ k.T).diagonal().var().item()
+""",
+    )
+)
+# q @ k.T of two (n_samples, d_k) matrices is aten.mm: refused before the n x n matrix exists.
+PAIRS_MATRIX = {"mm": "q @ k.T (a matrix of every query-key pair)"}
+PAIRS_HINT = (
+    "The n_samples dot products are (q * k).sum(dim=-1): one per row, no n_samples x n_samples "
+    "matrix."
+)
+
+
 def _monte_carlo_probe(d: int, n: int, sq: float, sk: float, seed: int) -> Probe:
     se = V.monte_carlo_relative_se(d, n)
     want = d * sq**2 * sk**2
@@ -343,6 +410,34 @@ _SCORES = """
 """
 
 ATTENTION_WEIGHTS_MISTAKES = [
+    Mistake(
+        id="weights-scale-by-key-count",
+        hint="d_k is the width of the queries and keys, q.shape[-1], not a sequence length "
+        "(k.shape[-2] is the number of keys T_k)",
+        source=_WEIGHTS
+        + """
+    if scale is None:
+        scale = 1.0 / math.sqrt(k.shape[-2])
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+""",
+    ),
+    Mistake(
+        id="weights-float32-for-float64",
+        hint="float64 inputs are judged at atol 1e-10, rtol 1e-8, and a computation done in "
+        "float32 is right to only about 1e-7: compute float64 in float64 (no .float())",
+        source=_WEIGHTS
+        + """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = (q.float() @ k.float().transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(q.dtype)
+""",
+    ),
     Mistake(
         id="weights-scale-by-d_k",
         hint="the default scale is 1/sqrt(d_k), not 1/d_k: 1/d_k shrinks the scores' variance "
@@ -620,7 +715,25 @@ def _arguments_swapped(mistake_id: str) -> Mistake:
     )
 
 
+def _without_weights(mistake_id: str) -> Mistake:
+    return Mistake(
+        id=mistake_id,
+        hint="build on your attention_weights (it already scales, masks and normalises): "
+        "return attention_weights(q, k, mask=mask, scale=scale) @ v",
+        source=_SDPA
+        + """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    )
+
+
 SDPA_SHAPES_MISTAKES = [
+    _without_weights("sdpa-without-attention-weights"),
     _calls_pytorch("sdpa-call-pytorch-attention"),
     Mistake(
         id="sdpa-transposed-weights",
@@ -643,6 +756,7 @@ SDPA_SHAPES_MISTAKES = [
 ]
 
 SDPA_MASK_MISTAKES = [
+    _without_weights("sdpa-mask-without-attention-weights"),
     Mistake(
         id="sdpa-drops-the-mask",
         hint="pass `mask` on to attention_weights: without it every query attends to every key",
@@ -830,6 +944,15 @@ def attention_entropy(weights):
 """,
     ),
     Mistake(
+        id="entropy-mean-instead-of-sum",
+        hint="the entropy is a *sum* over the keys, -sum_j p_j log p_j: .mean(dim=-1) divides "
+        "it by the number of keys T_k",
+        source="""
+def attention_entropy(weights):
+    return -torch.special.xlogy(weights, weights).mean(dim=-1)
+""",
+    ),
+    Mistake(
         id="entropy-keeps-the-dimension",
         hint="the result has shape (...,), one number per row: sum without keepdim=True",
         source="""
@@ -957,6 +1080,28 @@ EXPERIMENT_MISTAKES = [
 """,
     ),
     Mistake(
+        id="experiment-norm-over-the-whole-batch",
+        hint="the gradient size is the mean over the rows of each row's Frobenius norm, "
+        "torch.linalg.matrix_norm(jacobian).mean(): torch.linalg.norm(jacobian) is one norm "
+        "of all the rows' Jacobians together",
+        source=_EXPERIMENT
+        + "    p = attention_weights(q, k, scale=scale)\n"
+        + _JACOBIAN
+        + """
+    return torch.stack([p.amax(dim=-1).mean(), attention_entropy(p).mean(),
+                        torch.linalg.norm(jacobian)])
+""",
+    ),
+    Mistake(
+        id="experiment-jacobian-diagonal-only",
+        hint="the softmax Jacobian is diag(p) - p p^T: the outer products "
+        "p.unsqueeze(-1) * p.unsqueeze(-2) are missing",
+        source=_EXPERIMENT
+        + "    p = attention_weights(q, k, scale=scale)\n"
+        + "    jacobian = torch.diag_embed(p)\n"
+        + _STACK,
+    ),
+    Mistake(
         id="experiment-returns-a-tuple",
         hint="return one tensor of shape (3,): torch.stack([saturation, entropy, gradient_size])",
         source=_EXPERIMENT
@@ -1053,6 +1198,8 @@ LESSON = Lesson(
             visible=monte_carlo_visible,
             hidden=monte_carlo_hidden,
             mistakes=MONTE_CARLO_MISTAKES,
+            forbidden=PAIRS_MATRIX,
+            forbidden_hint=PAIRS_HINT,
         ),
         Exercise(
             id="attention-weights",
@@ -1083,6 +1230,7 @@ LESSON = Lesson(
             hidden=sdpa_shapes_hidden,
             mistakes=SDPA_SHAPES_MISTAKES,
             stand_ins=WEIGHTS_STAND_IN,
+            must_call=("attention_weights",),
             uses=("attention_weights",),
             **_ATTENTION,
         ),
@@ -1100,6 +1248,7 @@ LESSON = Lesson(
             hidden=sdpa_mask_hidden,
             mistakes=SDPA_MASK_MISTAKES,
             stand_ins=WEIGHTS_STAND_IN,
+            must_call=("attention_weights",),
             uses=("attention_weights",),
             **_ATTENTION,
         ),

@@ -39,6 +39,15 @@ LEAKY_LAYERS = (
     "peeking_self_attention",
     "sequence_normalised_attention",
     "last_token_broadcast",
+    "peek_two_ahead",
+    "odd_sequences_leak",
+)
+
+# causal_mask is written by comparing positions; the tril version is exercise 1.
+TRIL_OPS = {"tril": "torch.tril", "tril_": "torch.tril_", "triu": "torch.triu", "triu_": "torch.triu_"}
+CAUSAL_HINT = (
+    "Compare positions instead: torch.arange for the query and key positions, [:, None] / "
+    "[None, :] and <=."
 )
 
 
@@ -186,7 +195,18 @@ def causal_mask(seq_len, past=0):
         "past + i",
         source="""
 def causal_mask(seq_len, past=0):
-    return torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool))
+    pos = torch.arange(seq_len)
+    return pos[None, :] <= pos[:, None]
+""",
+    ),
+    Mistake(
+        id="causal-uses-tril",
+        hint="no tril in this exercise (exercise 1 was the tril version): compare positions, "
+        "k_pos[None, :] <= q_pos[:, None] with q_pos = torch.arange(past, past + seq_len) and "
+        "k_pos = torch.arange(past + seq_len)",
+        source="""
+def causal_mask(seq_len, past=0):
+    return torch.ones(seq_len, past + seq_len, dtype=torch.bool).tril(diagonal=past)
 """,
     ),
     Mistake(
@@ -243,6 +263,19 @@ def sliding_window_mask(seq_len, window, past=0):
     k_pos = torch.arange(past + seq_len)
     distance = q_pos[:, None] - k_pos[None, :]
     return (distance >= 0) & (distance <= window)
+""",
+    ),
+    Mistake(
+        id="window-one-too-narrow",
+        hint="a window of `window` keys is the query itself and the window - 1 keys before it: "
+        "distance < window keeps them all; distance < window - 1 keeps one key too few (and a "
+        "window of 1 nothing at all)",
+        source="""
+def sliding_window_mask(seq_len, window, past=0):
+    q_pos = torch.arange(past, past + seq_len)
+    k_pos = torch.arange(past + seq_len)
+    distance = q_pos[:, None] - k_pos[None, :]
+    return (distance >= 0) & (distance < window - 1)
 """,
     ),
     Mistake(
@@ -331,6 +364,18 @@ def window_hidden(g: torch.Generator) -> list[Probe]:
 # ---------------------------------------------------------------- padding and combining
 
 PADDING_MISTAKES = [
+    Mistake(
+        id="padding-max-len-is-batch-size",
+        hint="max_len defaults to the longest sequence, max(lengths), not to the number of "
+        "sequences len(lengths)",
+        source="""
+def padding_mask(lengths, max_len=None):
+    lengths = torch.as_tensor(lengths)
+    if max_len is None:
+        max_len = len(lengths)
+    return (torch.arange(max_len)[None, :] < lengths[:, None])[:, None, None, :]
+""",
+    ),
     Mistake(
         id="padding-off-by-one",
         hint="position j is real when j < length (positions 0 .. length - 1): <= admits one "
@@ -649,6 +694,17 @@ def masked_softmax(scores, mask):
 """,
     ),
     Mistake(
+        id="minus-1e4-fill-without-zeroing",
+        hint="two problems: -1e4 is not small enough (scores can lie far below it, and then the "
+        "masked keys take the weight), and a row that may attend to nothing comes out uniform "
+        "instead of zero. Fill with torch.finfo(scores.dtype).min and zero the empty rows "
+        "(multiply the weights by the mask)",
+        source="""
+def masked_softmax(scores, mask):
+    return torch.softmax(scores.masked_fill(~mask, -1e4), dim=-1)
+""",
+    ),
+    Mistake(
         id="mask-after-softmax",
         hint="multiplying the softmax by the mask zeroes the masked keys but leaves the rest "
         "unnormalised (the rows no longer sum to 1): mask the scores before the softmax",
@@ -938,13 +994,38 @@ def masked_attention(q, k, v, mask=None):
     ),
     Mistake(
         id="attention-scales-by-seq-len",
-        hint="d_k is the head dimension q.shape[-1], not the number of queries q.shape[-2]",
+        hint="d_k is the head dimension q.shape[-1], not a sequence length (the number of "
+        "queries q.shape[-2] or of keys k.shape[-2])",
         source="""
 def masked_attention(q, k, v, mask=None):
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-2])
     if mask is None:
         mask = torch.ones(scores.shape[-1], dtype=torch.bool)
     return masked_softmax(scores, mask) @ v
+""",
+    ),
+    Mistake(
+        id="attention-scales-by-key-count",
+        hint="d_k is the head dimension q.shape[-1], not a sequence length (the number of "
+        "queries q.shape[-2] or of keys k.shape[-2])",
+        source="""
+def masked_attention(q, k, v, mask=None):
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-2])
+    if mask is None:
+        mask = torch.ones(scores.shape[-1], dtype=torch.bool)
+    return masked_softmax(scores, mask) @ v
+""",
+    ),
+    Mistake(
+        id="attention-scales-the-output",
+        hint="the 1/sqrt(d_k) scale belongs on the scores, before the softmax (it sets how "
+        "peaked the weights are); dividing the output afterwards only shrinks it",
+        source="""
+def masked_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is None:
+        mask = torch.ones(scores.shape[-1], dtype=torch.bool)
+    return (masked_softmax(scores, mask) @ v) / math.sqrt(q.shape[-1])
 """,
     ),
     Mistake(
@@ -1181,6 +1262,39 @@ def changed_positions(layer, x, t):
 """,
     ),
     Mistake(
+        id="looks-at-batch-element-0-only",
+        hint="a position moved if it moved in *any* batch element: reduce over the batch "
+        "(.amax(dim=0) or .any(dim=0)) instead of looking at element 0 only",
+        source="""
+def changed_positions(layer, x, t):
+    perturbed = x.clone()
+    perturbed[:, t, :] += 1.0
+    return (layer(perturbed) - layer(x))[0].abs().amax(dim=-1) > 1e-6
+""",
+    ),
+    Mistake(
+        id="perturbs-feature-0-only",
+        hint="perturb *all* the features of token t (x[:, t, :] += 1.0), not feature 0 alone: "
+        "a layer may ignore any one feature",
+        source="""
+def changed_positions(layer, x, t):
+    perturbed = x.clone()
+    perturbed[:, t, 0] += 1.0
+    return (layer(perturbed) - layer(x)).abs().amax(dim=-1).amax(dim=0) > 1e-6
+""",
+    ),
+    Mistake(
+        id="compares-feature-0-only",
+        hint="an output moved if *any* of its features moved: reduce over the last dimension "
+        "(.amax(dim=-1)) instead of comparing feature 0 only",
+        source="""
+def changed_positions(layer, x, t):
+    perturbed = x.clone()
+    perturbed[:, t, :] += 1.0
+    return (layer(perturbed) - layer(x))[..., 0].abs().amax(dim=0) > 1e-6
+""",
+    ),
+    Mistake(
         id="returns-the-amounts",
         hint="return booleans (moved > 1e-6), not the amounts each position moved",
         source="""
@@ -1217,6 +1331,14 @@ def changed_visible() -> list[Probe]:
             name="last-token broadcast, token 5 (the last): every position moves",
             args=(layer("last_token_broadcast"), x, 5),
         ),
+        Probe(
+            name="a leak only batch element 1 shows, token 5: every position moves",
+            args=(layer("odd_sequences_leak"), x, 5),
+        ),
+        Probe(
+            name="a running mean that ignores feature 0, token 2: positions 2..5 move",
+            args=(layer("ignores_feature_zero"), x, 2),
+        ),
     ]
 
 
@@ -1230,6 +1352,10 @@ def changed_hidden(g: torch.Generator) -> list[Probe]:
         ("peeking_self_attention", 2, 1),
         ("sequence_normalised_attention", 5, 2),
         ("last_token_broadcast", 6, 3),
+        ("odd_sequences_leak", 6, 2),
+        ("odd_sequences_leak", 4, 3),
+        ("ignores_feature_zero", 3, 2),
+        ("peek_two_ahead", 4, 2),
     ]
     return [
         Probe(
@@ -1278,6 +1404,30 @@ def leaks_future(layer, x):
 """,
     ),
     Mistake(
+        id="leak-test-looks-one-back-only",
+        hint="a leak may reach any position before t, not only t - 1: look at all of "
+        "changed_positions(layer, x, t)[:t]",
+        source="""
+def leaks_future(layer, x):
+    for t in range(1, x.shape[-2]):
+        if changed_positions(layer, x, t)[t - 1]:
+            return True
+    return False
+""",
+    ),
+    Mistake(
+        id="leak-test-returns-a-tensor",
+        hint="return a Python bool (True/False), not a 0-d tensor: bool(...) converts it, and "
+        "`if leaks_future(...)` then never depends on how a tensor is truth-tested",
+        source="""
+def leaks_future(layer, x):
+    leaked = torch.tensor(False)
+    for t in range(x.shape[-2]):
+        leaked = leaked | changed_positions(layer, x, t)[:t].any()
+    return leaked
+""",
+    ),
+    Mistake(
         id="leak-test-returns-inside-loop",
         hint="return False only after every token was tried: a return inside the loop stops at "
         "the first token",
@@ -1302,6 +1452,8 @@ def leak_visible() -> list[Probe]:
         "sequence_normalised_attention": "normalising over the sequence axis leaks",
         "last_token_broadcast": "reading the last token everywhere leaks (only the last token "
         "shows it)",
+        "peek_two_ahead": "reading the token two ahead leaks (position t - 2 moves, t - 1 does "
+        "not)",
     }
     return [Probe(name=text, args=(layer(name), x)) for name, text in names.items()]
 
@@ -1353,6 +1505,8 @@ LESSON = Lesson(
             visible=causal_visible,
             hidden=causal_hidden,
             mistakes=CAUSAL_MISTAKES,
+            forbidden=TRIL_OPS,
+            forbidden_hint=CAUSAL_HINT,
         ),
         Exercise(
             id="sliding-window",
