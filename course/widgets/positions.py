@@ -89,10 +89,22 @@ class PositionsExplorer(Explorer):
         self.q, self.k = torch.randn(2, HEAD_DIM, generator=g, dtype=torch.float64)
         super().__init__()
 
+    # Which controls each view reads; the others are disabled while it shows (a control that
+    # changes nothing would look broken).
+    USES = {
+        "table": {"position"},
+        "pair": {"position", "pair_index", "theta", "layout"},
+        "score": {"position", "theta", "layout"},
+        "alibi": {"heads"},
+    }
+
     def update(self) -> None:
         """As the base class, but a result the explorer cannot use is named as such, not as an
         exception the learner's function raised."""
         self.updates += 1
+        used = self.USES.get(self.view.value, set(self.USES["pair"]) | {"heads"})
+        for name in ("position", "pair_index", "theta", "layout", "heads"):
+            getattr(self, name).disabled = name not in used
         try:
             self.state, self.error = self.compute(), None
         except BadResult as exc:

@@ -62,6 +62,9 @@ WIDGET_ERROR = re.compile(r"Your function raised|not written yet|Traceback", re.
 # A notebook saved with its widgets' outputs, reopened after its kernel has gone: each explorer
 # leaves its static copy (course.widgets.base) instead of "Error displaying widget".
 STATIC_COPY = ".course-explorer-static"
+DISABLED_ANCESTOR = """el => !!el.closest('[disabled], .mod-disabled') || (
+    el.querySelectorAll('button').length > 0
+    && [...el.querySelectorAll('button')].every(b => b.disabled))"""
 SAVED = f"() => !{NB}.context.model.dirty"
 
 
@@ -157,7 +160,9 @@ def test_solution_runs_its_widgets_respond_and_it_validates(page, lab, notebook)
         while queue:
             kind, control, attempt = queue.pop(0)
             label = f"widget {w + 1} {kind} '{describe(control)}'"
-            if control.is_disabled():
+            # A control the widget disabled for its current state (an ipywidgets slider marks
+            # its track, not the handle): a learner could not move it either.
+            if control.is_disabled() or control.evaluate(DISABLED_ANCESTOR):
                 continue
             before, since = widget.evaluate(WIDGET_SIGNATURE), idle_count(page)
             operate(page, kind, control)
