@@ -255,3 +255,20 @@ def test_instructor_profile_enables_every_nbgrader_tool_explicitly(tmp_path):
     assert all(server["ServerApp"]["jpserver_extensions"].values())
     with pytest.raises(ValueError, match="unknown profile"):
         write_profile("teacher", tmp_path / "profile")
+
+
+def test_the_bundle_config_ignores_an_autograder_the_bundle_does_not_have(tmp_path):
+    """nbgrader loads the top-level nbgrader_config.py from the student's bundle (no
+    autograder/ or solutions/ next to it), even where Python can import the instructor's
+    autograder (an environment installed from the full checkout): nothing of it is used."""
+    shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    load = (
+        "from traitlets.config.loader import PyFileConfigLoader\n"
+        f"c = PyFileConfigLoader('nbgrader_config.py', path={str(tmp_path)!r}).load_config()\n"
+        "print('loaded', dict(c))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", load], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loaded {}" in proc.stdout, proc.stdout  # nbgrader's defaults, not the instructor's
