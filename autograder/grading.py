@@ -218,7 +218,6 @@ def _prepare_workdir(workdir: Path, template: sanitize.Template, plans: dict) ->
     for exercise_id in template.exercise_ids():
         payload = plans[exercise_id].payload()
         (workdir / "probes" / f"{file_stem(exercise_id)}.json").write_text(json.dumps(payload))
-    _copy_font_cache(workdir / "kernel" / "mpl")
 
 
 def _remove(path: Path) -> None:
@@ -227,15 +226,6 @@ def _remove(path: Path) -> None:
         path.unlink()
     else:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _copy_font_cache(target: Path) -> None:
-    """Matplotlib rebuilds its font list in a fresh config dir (seconds per notebook)."""
-    import matplotlib
-
-    target.mkdir(parents=True, exist_ok=True)
-    for cached in Path(matplotlib.get_cachedir()).glob("fontlist-*.json"):
-        shutil.copy(cached, target / cached.name)
 
 
 def _execute_and_judge(job, template, submission, settings, plans, result: GradingResult) -> None:
@@ -313,13 +303,9 @@ def _cell_problem(execution: dict, grade_id: str) -> str:
     return _stopped_reason(execution)
 
 
-def _limit_message(hit) -> str:
-    return hit.get("message", str(hit)) if isinstance(hit, dict) else str(hit)
-
-
 def _stopped_reason(execution: dict) -> str:
     if execution.get("limit_hit"):
-        return f"the notebook was stopped: {_limit_message(execution['limit_hit'])}"
+        return f"the notebook was stopped: {integrity.limit_text(execution['limit_hit'])}"
     if execution.get("kernel_died"):
         return "the kernel stopped before this test (an exit, a crash, or a resource limit)"
     return "the test did not run (the notebook stopped earlier)"

@@ -293,7 +293,7 @@ def runtime_findings(execution: dict) -> list[Finding]:
         found.append(finding("notebook", 0, "hit a limit", "ran past the notebook's time limit"))
     if execution.get("limit_hit"):
         found.append(
-            finding("notebook", 0, "hit a limit", _limit_text(execution["limit_hit"])[:200])
+            finding("notebook", 0, "hit a limit", limit_text(execution["limit_hit"])[:200])
         )
     elif execution.get("kernel_died"):
         found.append(finding("notebook", 0, "hit a limit", "the kernel stopped (exit or crash)"))
@@ -324,6 +324,6 @@ def verdict_findings(cells: dict) -> list[Finding]:
     return found
 
 
-def _limit_text(hit) -> str:
+def limit_text(hit) -> str:
     """The message of a `limit_hit` entry (a dict from `autograder.limits`)."""
     return hit.get("message", str(hit)) if isinstance(hit, dict) else str(hit)

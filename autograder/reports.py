@@ -102,7 +102,7 @@ def _run_problems(execution: dict) -> list[str]:
             "notebook's kernel, ran the earlier cells again and went on.</p>"
         )
     if execution.get("limit_hit"):
-        parts.append(f"<p class=bad>{_e(integrity._limit_text(execution['limit_hit']))}</p>")
+        parts.append(f"<p class=bad>{_e(integrity.limit_text(execution['limit_hit']))}</p>")
     elif execution.get("kernel_died"):
         parts.append(
             "<p class=bad>The kernel stopped while running your notebook (an exit or a crash).</p>"
