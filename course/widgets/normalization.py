@@ -57,6 +57,9 @@ class NormalizationExplorer(Explorer):
         self.norm_fn, self.pre_block_fn, self.post_block_fn = norm_fn, pre_block_fn, post_block_fn
         self.constants_fn = constants_fn
         self.seed = seed
+        # (kind, depth) -> (stream, grads): the readout compares kinds, and the learner's
+        # functions do not change while the widget lives (rerunning the cell builds a new one).
+        self._runs: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__()
 
     def controls(self):
@@ -108,6 +111,19 @@ class NormalizationExplorer(Explorer):
 
     def _run(self, kind: str, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(stream mean squares (L + 1,), gradient norms (L,)) of the learner's stack."""
+        key = (kind, n_layers)
+        if key not in self._runs:
+            # Tensors this small run several times faster on one thread (no synchronisation
+            # between threads, which a busy machine makes expensive).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                self._runs[key] = self._measure(kind, n_layers)
+            finally:
+                torch.set_num_threads(threads)
+        return self._runs[key]
+
+    def _measure(self, kind: str, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, weights, r = self._inputs(n_layers)
         alpha = 1.0
         if kind == "DeepNorm":
@@ -141,8 +157,8 @@ class NormalizationExplorer(Explorer):
     def compute(self) -> dict:
         n_layers, kind = self.depth.value, self.kind.value
         stream, grads = self._run(kind, n_layers)
-        pre_stream, pre_grads = (stream, grads) if kind == "pre-LN" else self._run("pre-LN", n_layers)
-        post_grads = grads if kind == "post-LN" else self._run("post-LN", n_layers)[1]
+        pre_stream, pre_grads = self._run("pre-LN", n_layers)
+        post_grads = self._run("post-LN", n_layers)[1]
         layers = torch.arange(n_layers + 1, dtype=torch.float64)
         slope = (((pre_stream - pre_stream[0]) * layers).sum() / (layers**2).sum()).item()
         state = {

@@ -42,8 +42,10 @@ PARTS = (ATTN, FFN, NORM1, NORM2)
 # below (d = 48 or 64), the largest relative deviation of the reference from 1 + l/2 was 0.15
 # (scripts measured in the lesson's notes); the band is twice that.
 LAW_BAND = Tolerance(
-    0.0, 0.3, "a law at initialisation, measured on one random draw of weights: the reference "
-    "itself deviates from 1 + l/2 by up to 15% at this width"
+    0.0,
+    0.3,
+    "a law at initialisation, measured on one random draw of weights: the reference "
+    "itself deviates from 1 + l/2 by up to 15% at this width",
 )
 
 
@@ -259,7 +261,9 @@ def ln_visible() -> list[Probe]:
     g = seeded(601)
     d = 6
     return [
-        Probe(name="x = [1, 0, 0, 0] gives [1.732, -0.577, -0.577, -0.577]", args=(_one_hot_row(),)),
+        Probe(
+            name="x = [1, 0, 0, 0] gives [1.732, -0.577, -0.577, -0.577]", args=(_one_hot_row(),)
+        ),
         Probe(name="random rows, float32, shape (3, 8)", args=(randn(g, 3, 8, scale=3) + 2,)),
         Probe(
             name="with weight and bias, float64, shape (2, 3, 6)",
@@ -590,8 +594,10 @@ def pre_visible() -> list[Probe]:
     g = seeded(603)
     return [
         Probe(name="x (2, 5, 8), float64", args=_block_args(g, 2, 5, 8)),
-        Probe(name="x (1, 3, 6) far from unit scale, float64", args=(
-            randn(g, 1, 3, 6, scale=10, dtype=torch.float64), *PARTS)),
+        Probe(
+            name="x (1, 3, 6) far from unit scale, float64",
+            args=(randn(g, 1, 3, 6, scale=10, dtype=torch.float64), *PARTS),
+        ),
         Probe(name="float32, (3, 4, 8)", args=_block_args(g, 3, 4, 8, dtype=torch.float32)),
         Probe(
             name="gradient (float64) with respect to x",
@@ -605,8 +611,10 @@ def pre_visible() -> list[Probe]:
 def pre_hidden(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="x (2, 6, 16), float64", args=_block_args(g, 2, 6, 16)),
-        Probe(name="x (1, 9, 8) at scale 30, float64", args=(
-            randn(g, 1, 9, 8, scale=30, dtype=torch.float64), *PARTS)),
+        Probe(
+            name="x (1, 9, 8) at scale 30, float64",
+            args=(randn(g, 1, 9, 8, scale=30, dtype=torch.float64), *PARTS),
+        ),
         Probe(name="float32, (4, 5, 12)", args=_block_args(g, 4, 5, 12, dtype=torch.float32)),
         Probe(name="one token, (3, 1, 8)", args=_block_args(g, 3, 1, 8)),
         Probe(
@@ -760,8 +768,7 @@ def deepnorm_constants(n_layers):
     ),
     Mistake(
         id="deepnorm-counts-sublayers",
-        hint="N is the number of layers (blocks), not of sublayers: (2N)^(1/4) with N = "
-        "n_layers",
+        hint="N is the number of layers (blocks), not of sublayers: (2N)^(1/4) with N = n_layers",
         source="""
 def deepnorm_constants(n_layers):
     return (4 * n_layers) ** 0.25, (16 * n_layers) ** -0.25
@@ -864,8 +871,7 @@ def stream_norms(x, weights, norm_position="pre", alpha=1.0):
     ),
     Mistake(
         id="stream-ignores-norm-position",
-        hint="build post-LN blocks (your post_ln_block, with alpha) when norm_position is "
-        "'post'",
+        hint="build post-LN blocks (your post_ln_block, with alpha) when norm_position is 'post'",
         source="""
 def stream_norms(x, weights, norm_position="pre", alpha=1.0):
     out = [x.pow(2).mean()]
@@ -906,14 +912,25 @@ def stream_visible() -> list[Probe]:
     g = seeded(606)
     d = 8
     w = _toy_weights(g, 3, d)
-    law_x, law_w = randn(g, 64, 48, dtype=torch.float32), _toy_weights(g, 4, 48, dtype=torch.float32)
+    law_x, law_w = (
+        randn(g, 64, 48, dtype=torch.float32),
+        _toy_weights(g, 4, 48, dtype=torch.float32),
+    )
     return [
-        Probe(name="pre-LN, 3 blocks, 6 tokens of width 8, float64",
-              args=(randn(g, 6, d, dtype=torch.float64), w)),
-        Probe(name="post-LN, same weights", args=(randn(g, 6, d, dtype=torch.float64), w),
-              kwargs={"norm_position": "post"}),
-        Probe(name="post-LN with alpha = 1.5", args=(randn(g, 6, d, dtype=torch.float64), w),
-              kwargs={"norm_position": "post", "alpha": 1.5}),
+        Probe(
+            name="pre-LN, 3 blocks, 6 tokens of width 8, float64",
+            args=(randn(g, 6, d, dtype=torch.float64), w),
+        ),
+        Probe(
+            name="post-LN, same weights",
+            args=(randn(g, 6, d, dtype=torch.float64), w),
+            kwargs={"norm_position": "post"},
+        ),
+        Probe(
+            name="post-LN with alpha = 1.5",
+            args=(randn(g, 6, d, dtype=torch.float64), w),
+            kwargs={"norm_position": "post", "alpha": 1.5},
+        ),
         Probe(
             name="the law: pre-LN, 4 blocks of width 48 with sigma = 1/2, is 1 + l/2 within 30%",
             args=(law_x, law_w),
@@ -928,13 +945,20 @@ def stream_hidden(g: torch.Generator) -> list[Probe]:
     w = _toy_weights(g, 5, d)
     return [
         Probe(name="pre-LN, 5 blocks of width 12", args=(randn(g, 7, d, dtype=torch.float64), w)),
-        Probe(name="post-LN", args=(randn(g, 7, d, dtype=torch.float64), w),
-              kwargs={"norm_position": "post"}),
-        Probe(name="post-LN with alpha = 2.5",
-              args=(randn(g, 2, 7, d, dtype=torch.float64), w),
-              kwargs={"norm_position": "post", "alpha": 2.5}),
-        Probe(name="pre-LN with sigma = 1, input at scale 3",
-              args=(randn(g, 5, d, scale=3, dtype=torch.float64), _toy_weights(g, 3, d, 1.0))),
+        Probe(
+            name="post-LN",
+            args=(randn(g, 7, d, dtype=torch.float64), w),
+            kwargs={"norm_position": "post"},
+        ),
+        Probe(
+            name="post-LN with alpha = 2.5",
+            args=(randn(g, 2, 7, d, dtype=torch.float64), w),
+            kwargs={"norm_position": "post", "alpha": 2.5},
+        ),
+        Probe(
+            name="pre-LN with sigma = 1, input at scale 3",
+            args=(randn(g, 5, d, scale=3, dtype=torch.float64), _toy_weights(g, 3, d, 1.0)),
+        ),
         Probe(
             name="the law: pre-LN, 8 blocks of width 64 with sigma = 1/2, is 1 + l/2 within 30%",
             args=(randn(g, 128, 64, dtype=torch.float64), _toy_weights(g, 8, 64)),
@@ -1086,14 +1110,20 @@ def grad_visible() -> list[Probe]:
     w = _toy_weights(g, 3, d)
     r = randn(g, d, dtype=torch.float64)
     return [
-        Probe(name="pre-LN, 3 blocks, 6 tokens of width 8",
-              args=(randn(g, 6, d, dtype=torch.float64), w, r)),
-        Probe(name="post-LN, same weights",
-              args=(randn(g, 6, d, dtype=torch.float64), w, r),
-              kwargs={"norm_position": "post"}),
-        Probe(name="post-LN with alpha = 1.5",
-              args=(randn(g, 6, d, dtype=torch.float64), w, r),
-              kwargs={"norm_position": "post", "alpha": 1.5}),
+        Probe(
+            name="pre-LN, 3 blocks, 6 tokens of width 8",
+            args=(randn(g, 6, d, dtype=torch.float64), w, r),
+        ),
+        Probe(
+            name="post-LN, same weights",
+            args=(randn(g, 6, d, dtype=torch.float64), w, r),
+            kwargs={"norm_position": "post"},
+        ),
+        Probe(
+            name="post-LN with alpha = 1.5",
+            args=(randn(g, 6, d, dtype=torch.float64), w, r),
+            kwargs={"norm_position": "post", "alpha": 1.5},
+        ),
     ]
 
 
@@ -1102,14 +1132,23 @@ def grad_hidden(g: torch.Generator) -> list[Probe]:
     w = _toy_weights(g, 6, d)
     r = randn(g, d, dtype=torch.float64)
     return [
-        Probe(name="pre-LN, 6 blocks of width 12", args=(randn(g, 9, d, dtype=torch.float64), w, r)),
-        Probe(name="post-LN", args=(randn(g, 9, d, dtype=torch.float64), w, r),
-              kwargs={"norm_position": "post"}),
-        Probe(name="DeepNorm: post-LN, alpha and beta for 6 layers",
-              args=(randn(g, 9, d, dtype=torch.float64), w * (8 * 6) ** -0.25, r),
-              kwargs={"norm_position": "post", "alpha": (2 * 6) ** 0.25}),
-        Probe(name="pre-LN, batch of sequences (2, 5, 12)",
-              args=(randn(g, 2, 5, d, dtype=torch.float64), w[:3], r)),
+        Probe(
+            name="pre-LN, 6 blocks of width 12", args=(randn(g, 9, d, dtype=torch.float64), w, r)
+        ),
+        Probe(
+            name="post-LN",
+            args=(randn(g, 9, d, dtype=torch.float64), w, r),
+            kwargs={"norm_position": "post"},
+        ),
+        Probe(
+            name="DeepNorm: post-LN, alpha and beta for 6 layers",
+            args=(randn(g, 9, d, dtype=torch.float64), w * (8 * 6) ** -0.25, r),
+            kwargs={"norm_position": "post", "alpha": (2 * 6) ** 0.25},
+        ),
+        Probe(
+            name="pre-LN, batch of sequences (2, 5, 12)",
+            args=(randn(g, 2, 5, d, dtype=torch.float64), w[:3], r),
+        ),
     ]
 
 
