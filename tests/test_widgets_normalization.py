@@ -43,7 +43,9 @@ def test_the_laws_are_measured_on_the_learners_functions():
     assert w.state["spread"] < 1.3 < pre_spread
     assert w.state["constants"] == D.deepnorm_alpha_beta(24)
     assert "alpha = 2.632" in w.readout.value  # (2 * 24) ** 0.25
-    torch.testing.assert_close(w.state["stream"][1:], torch.ones(24, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        w.state["stream"][1:], torch.ones(24, dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 def test_a_pre_ln_block_that_normalises_the_stream_is_flagged():
