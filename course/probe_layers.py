@@ -106,3 +106,31 @@ def ignores_feature_zero(x: torch.Tensor) -> torch.Tensor:
     keep = torch.ones(x.shape[-1], dtype=x.dtype)
     keep[0] = 0
     return causal_running_mean(x * keep)
+
+
+# Lesson 06: sublayers and norms handed to a learner's residual blocks. Each is a different
+# function, so that a block which calls the wrong one (norm1 twice, ffn before attn) shows.
+
+
+def mixing_sublayer(x: torch.Tensor) -> torch.Tensor:
+    """An 'attention' stand-in for a residual block: each token plus the mean of the tokens up
+    to it (a causal running mean), projected by a fixed matrix. `x`: (..., seq, d)."""
+    q, _, _ = _projections(x, seed=2)
+    return 0.5 * q + 0.5 * causal_running_mean(q)
+
+
+def mlp_sublayer(x: torch.Tensor) -> torch.Tensor:
+    """A feed-forward stand-in: tanh of a fixed projection, per token. `x`: (..., d)."""
+    _, hidden, _ = _projections(x, seed=3)
+    return torch.tanh(hidden)
+
+
+def unit_layer_norm(x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dimension without weight or bias (PyTorch's built-in)."""
+    return F.layer_norm(x, x.shape[-1:])
+
+
+def doubled_rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last dimension with every weight 2 (PyTorch's built-in): a second norm
+    that differs from `unit_layer_norm` on every input."""
+    return 2.0 * F.rms_norm(x, x.shape[-1:])

@@ -71,3 +71,11 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, n_kv, T, d) -> (B, n_kv * n_rep, T, d): query head h reads kv head h // n_rep."""
     index = torch.arange(x.shape[-3] * n_rep, device=x.device) // n_rep
     return x.index_select(-3, index)
+
+
+# Lesson 06: the norm the depth exercises build their stacks from.
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the last dimension (`F.layer_norm`, biased variance, eps inside the root)."""
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)

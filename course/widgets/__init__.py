@@ -27,3 +27,10 @@ __all__ = [
 from course.widgets.heads import HeadsExplorer, heads_explorer  # noqa: E402
 
 __all__ += ["HeadsExplorer", "heads_explorer"]
+
+from course.widgets.normalization import (  # noqa: E402
+    NormalizationExplorer,
+    normalization_explorer,
+)
+
+__all__ += ["NormalizationExplorer", "normalization_explorer"]
