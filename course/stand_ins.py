@@ -71,3 +71,15 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, n_kv, T, d) -> (B, n_kv * n_rep, T, d): query head h reads kv head h // n_rep."""
     index = torch.arange(x.shape[-3] * n_rep, device=x.device) // n_rep
     return x.index_select(-3, index)
+
+
+# Lesson 07: the cache write, what `cached_attention` runs instead of the learner's own.
+
+
+def cache_write(keys, values, length, k_new, v_new):
+    """Write `k_new`, `v_new` `(B, n_kv, T, d)` at positions `length ..` of the buffers `(B, n_kv,
+    max_len, d)` (index_copy_, in place); return positions `0 .. length + T - 1` of each."""
+    index = torch.arange(length, length + k_new.shape[-2], device=keys.device)
+    keys.index_copy_(2, index, k_new)
+    values.index_copy_(2, index, v_new)
+    return keys[:, :, : length + k_new.shape[-2]], values[:, :, : length + k_new.shape[-2]]

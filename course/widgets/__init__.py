@@ -27,3 +27,7 @@ __all__ = [
 from course.widgets.heads import HeadsExplorer, heads_explorer  # noqa: E402
 
 __all__ += ["HeadsExplorer", "heads_explorer"]
+
+from course.widgets.kv_cache import KVCacheExplorer, kv_cache_explorer  # noqa: E402
+
+__all__ += ["KVCacheExplorer", "kv_cache_explorer"]
