@@ -23,9 +23,10 @@ from typing import NamedTuple
 import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from course.probe_layers import ToyLM
-from course.widgets.base import CONTROL_STYLE, Explorer, int_slider
+from course.widgets.base import CONTROL_STYLE, Explorer, int_slider, is_grading
 
 KiB, GiB = 1024, 1024**3
 
@@ -93,15 +94,17 @@ def model_bytes(bytes_fn, shape: ModelShape, seq_len: int, batch: int, nbytes: i
 class KVCacheExplorer(Explorer):
     figsize = (8.4, 3.3)
 
-    def __init__(self, cache_class, bytes_fn) -> None:
+    def __init__(self, cache_class, bytes_fn, tokens: int = 64) -> None:
         self.cache_class, self.bytes_fn = cache_class, bytes_fn
+        # Nothing is shown while grading: decode only a few tokens there.
+        self.tokens = 16 if is_grading() else tokens
         super().__init__()
 
     def controls(self):
         self.view = W.ToggleButtons(
             options=list(VIEWS), value="speed", description="view", style=CONTROL_STYLE
         )
-        self.length = int_slider("tokens", 96, 16, 256)
+        self.length = int_slider("tokens", self.tokens, 16, 256)
         self.kv_heads = W.ToggleButtons(
             options=[("MHA", 4), ("GQA", 2), ("MQA", 1)],
             value=2,
@@ -191,7 +194,6 @@ class KVCacheExplorer(Explorer):
         per_token = {
             name: model_bytes(self.bytes_fn, s, 1, 1, nbytes) for name, s in MODELS.items()
         }
-        self.note.value = f"<small>source: {html.escape(shape.source)}</small>"
         return {
             "view": "calculator",
             "lengths": lengths,
@@ -200,6 +202,7 @@ class KVCacheExplorer(Explorer):
             "at_context": model_bytes(self.bytes_fn, shape, shape.context, batch, nbytes),
             "model": self.model.value,
             "context": shape.context,
+            "source": shape.source,
         }
 
     # ------------------------------------------------------------ drawing
@@ -222,7 +225,11 @@ class KVCacheExplorer(Explorer):
             right.set(xlabel="new token", ylabel="KiB", title="cache memory")
             right.legend(fontsize=8)
         else:
-            left.loglog(state["lengths"], [c / GiB for c in state["curve"]], "o-")
+            left.plot(state["lengths"], [c / GiB for c in state["curve"]], "o-")
+            # Plain tick labels: log axes' default 10^k labels go through mathtext (slow).
+            left.set_xscale("log", base=2)
+            left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            left.tick_params(axis="x", labelsize=7, labelrotation=45)
             left.set(xlabel="sequence length", ylabel="GiB", title=state["model"])
             names = list(state["per_token"])
             right.barh(names, [state["per_token"][n] / KiB for n in names])
@@ -249,7 +256,7 @@ class KVCacheExplorer(Explorer):
             return (
                 f"{html.escape(state['model'])}: {per / KiB:.4g} KiB per token and sequence; "
                 f"{state['at_context'] / GiB:.4g} GiB at its {state['context']:,}-token context "
-                f"with this batch"
+                f"with this batch<br><small>source: {html.escape(state['source'])}</small>"
             )
         return ""
 
@@ -266,6 +273,8 @@ def _held_bytes(cache) -> int:
     return total
 
 
-def kv_cache_explorer(cache_class, bytes_fn) -> KVCacheExplorer:
-    """Build the lesson-07 explorer from the learner's `KVCache` class and `kv_cache_bytes`."""
-    return KVCacheExplorer(cache_class, bytes_fn)
+def kv_cache_explorer(cache_class, bytes_fn, tokens: int = 64) -> KVCacheExplorer:
+    """Build the lesson-07 explorer from the learner's `KVCache` class (constructed as
+    `KVCache(n_layers, batch_size, n_kv_heads, max_len, head_dim)`) and `kv_cache_bytes(config,
+    seq_len, batch_size, bytes_per_element)`; `tokens` is the speed view's first length."""
+    return KVCacheExplorer(cache_class, bytes_fn, tokens)
