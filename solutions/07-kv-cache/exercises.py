@@ -822,6 +822,8 @@ LESSON = Lesson(
             visible=decode_visible,
             hidden=decode_hidden,
             mistakes=DECODE_MISTAKES,
+            stand_ins={"cache_write": "course.stand_ins:cache_write"},
+            uses=("cache_write",),
         ),
         Exercise(
             id="chunked-prefill",
