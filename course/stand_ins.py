@@ -79,3 +79,15 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """LayerNorm over the last dimension (`F.layer_norm`, biased variance, eps inside the root)."""
     return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+# Lesson 07: the cache write, what `cached_attention` runs instead of the learner's own.
+
+
+def cache_write(keys, values, length, k_new, v_new):
+    """Write `k_new`, `v_new` `(B, n_kv, T, d)` at positions `length ..` of the buffers `(B, n_kv,
+    max_len, d)` (index_copy_, in place); return positions `0 .. length + T - 1` of each."""
+    index = torch.arange(length, length + k_new.shape[-2], device=keys.device)
+    keys.index_copy_(2, index, k_new)
+    values.index_copy_(2, index, v_new)
+    return keys[:, :, : length + k_new.shape[-2]], values[:, :, : length + k_new.shape[-2]]

@@ -34,3 +34,6 @@ from course.widgets.normalization import (  # noqa: E402
 )
 
 __all__ += ["NormalizationExplorer", "normalization_explorer"]
+from course.widgets.kv_cache import KVCacheExplorer, kv_cache_explorer  # noqa: E402
+
+__all__ += ["KVCacheExplorer", "kv_cache_explorer"]

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from solutions.kernels.heads import Backend, grouped_query_attention
+from solutions.kernels.positions import rope_cos_sin, rotate
 
 
 def kv_cache_bytes(
@@ -177,3 +178,86 @@ def chunked_prefill(model, idx: torch.Tensor, cache, chunk_size: int) -> torch.T
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     pieces = [model(chunk, cache=cache) for chunk in idx.split(chunk_size, dim=1)]
     return torch.cat(pieces, dim=1)
+
+
+# ---------------------------------------------------------------- functional forms (lesson 07)
+
+
+def cache_write(
+    keys: torch.Tensor, values: torch.Tensor, length: int, k_new: torch.Tensor, v_new: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`KVCache.update` for one layer's buffers: write `k_new`, `v_new` `(batch, n_kv_heads, T,
+    head_dim)` into the preallocated `keys`, `values` `(batch, n_kv_heads, max_len, head_dim)`
+    at positions `length .. length + T - 1`, in place, and return the views of positions `0 ..
+    length + T - 1`. Raises ValueError past `max_len`."""
+    end = length + k_new.shape[-2]
+    if end > keys.shape[-2]:
+        raise ValueError(f"KV cache full: {length} cached + {k_new.shape[-2]} new > max_len")
+    keys.narrow(2, length, end - length).copy_(k_new)
+    values.narrow(2, length, end - length).copy_(v_new)
+    return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+
+def rope_at(x: torch.Tensor, start: int, theta: float = 10000.0) -> torch.Tensor:
+    """Interleaved RoPE of `x` `(..., T, head_dim)` for the positions `start .. start + T - 1`
+    (behind a cache of `start` tokens), angles formed in float64; `x`'s shape and dtype."""
+    positions = torch.arange(start, start + x.shape[-2])
+    cos, sin = rope_cos_sin(positions, x.shape[-1], theta, dtype=x.dtype)
+    return rotate(x, cos, sin, "interleaved")
+
+
+def cached_attention(
+    q: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    length: int,
+) -> torch.Tensor:
+    """Attention of `T` new queries `q` `(batch, n_heads, T, head_dim)` at positions `length ..`
+    over the cached keys and their own: `cache_write` then causal attention aligned to the
+    last key (query `i` sees keys `0 .. length + i`), GQA grouping at attention time (the
+    buffers keep `n_kv_heads`). Returns `(batch, n_heads, T, head_dim)`."""
+    k, v = cache_write(keys, values, length, k_new, v_new)
+    return grouped_query_attention(q, k, v, is_causal=True)
+
+
+@torch.no_grad()
+def decode_greedy(model, prompts: torch.Tensor, n_new: int) -> torch.Tensor:
+    """Greedy decoding of each prompt in `prompts` `(n_prompts, batch, T)` with one `KVCache`
+    reset between prompts: prefill the prompt, then feed back the argmax token `n_new - 1`
+    times. Returns the logits each new token was chosen from, `(n_prompts, batch, n_new,
+    vocab)`. `model` follows lesson 07's `ToyLM` (`n_layers`, `n_kv_heads`, `head_dim`,
+    `dtype`, `model(idx, cache)`)."""
+    P, B, T = prompts.shape
+    cache = KVCache(
+        model.n_layers, B, model.n_kv_heads, T + n_new, model.head_dim, dtype=model.dtype
+    )
+    results = []
+    for prompt in prompts:
+        cache.reset()
+        logits = model(prompt, cache)[:, -1]
+        steps = [logits]
+        for _ in range(n_new - 1):
+            logits = model(logits.argmax(-1, keepdim=True), cache)[:, -1]
+            steps.append(logits)
+        results.append(torch.stack(steps, dim=1))
+    return torch.stack(results)
+
+
+def prefill_in_chunks(model, idx: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """`chunked_prefill` into a fresh `model.new_cache(batch, T)`: the logits `(batch, T,
+    vocab)` of the prompt `idx` `(batch, T)`, fed `chunk_size` tokens at a time."""
+    B, T = idx.shape
+    return chunked_prefill(model, idx, model.new_cache(B, T), chunk_size)
+
+
+def kv_cache_bytes_for(
+    config: dict, seq_len: int, batch_size: int = 1, bytes_per_element: int = 2
+) -> int:
+    """`kv_cache_bytes` from a config dict with `n_layers`, `n_heads`, `n_kv_heads`,
+    `head_dim` (and `d_model`): keys and values of every layer, `n_kv_heads` heads each."""
+    c = config
+    return kv_cache_bytes(
+        c["n_layers"], batch_size, c["n_kv_heads"], seq_len, c["head_dim"], bytes_per_element
+    )
