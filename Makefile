@@ -11,6 +11,10 @@ ARGS   ?=
 # the browser tests serve a scratch copy so that running and saving leaves the repo alone).
 LAB_ROOT ?= course
 PYTEST_ARGS ?=
+# Test files run side by side (pytest-xdist), a whole file per worker: files that share a
+# session's graded class keep it to one worker. Most of the suite waits on kernels, sandboxes
+# and a browser, so two workers help even on two cores. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= auto
 
 .PHONY: setup system-deps lab test release grade train bench lint format clean
 
@@ -57,7 +61,7 @@ lab: setup
 # student-side self-test instead (course/selftest.py: the environment, the lessons' checks and
 # widgets, the Lab's configuration; no answers needed).
 test: setup
-	@if [ -d tests ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	@if [ -d tests ]; then $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS); \
 	else echo "==> no tests/ here (the test suite belongs to the instructor's checkout): running the student self-test"; \
 	  $(BIN)/python -m course.selftest; fi
 

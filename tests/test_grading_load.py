@@ -1,7 +1,7 @@
 """A synthetic class of 200 lesson-01 submissions, every one accounted for.
 
 The class mixes correct, partly wrong, blank, malformed and hostile notebooks. Partly
-wrong ones combine one to three mistakes from the mutation table (a dozen combinations).
+wrong ones combine one to three mistakes from the mutation table (six combinations, each shared by about a dozen students).
 Submissions that are identical after sanitizing share one execution, as many blanks and
 full solutions would in a real class; the test checks every student still gets a result.
 """
@@ -37,8 +37,8 @@ HOSTILE = [
 ]
 
 
-def mistake_combinations(rng: random.Random, count: int = 12) -> list[list[str]]:
-    """A dozen typical ways of getting one to three exercises wrong."""
+def mistake_combinations(rng: random.Random, count: int = 6) -> list[list[str]]:
+    """Six typical ways of getting one to three exercises wrong."""
     combos = []
     while len(combos) < count:
         names = rng.sample(sorted(MUTANTS), rng.randint(1, 3))

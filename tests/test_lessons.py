@@ -6,10 +6,9 @@ points in the hidden tests. Per lesson: the fixture, the test cells and the rele
 `make release` would write; the header's points are the declaration's; probe inputs are plain
 data drawn afresh for each grading run; references are kernels.
 
-Slow, all lessons in one class: the class grader gives the solution full marks, the blank
-release 0 and a notebook with one known mistake per answer cell exactly the points it should;
-plain `nbgrader autograde` agrees on the solution and the blank; each solution notebook runs top
-to bottom within its time limit.
+The slow checks of whole notebooks are in tests/test_lessons_class.py (the sandboxed class
+grader) and tests/test_lessons_nbgrader.py (plain nbgrader), files of their own so that
+`make test`'s workers run them beside these.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import re
 import nbformat
 import pytest
 
-from autograder import grading, sandbox
 from autograder.fixtures import FIXTURES, fixture_text
 from autograder.judge import grade
 from autograder.lesson import (
@@ -36,7 +34,6 @@ from autograder.release import canonical_test_cell
 from autograder.verdict import plan_exercise
 from course import checks
 from course.wire import dump_value, load_value
-from tests.notebooks import load, points, save, with_cell
 
 LESSONS = lessons()
 EXERCISES = [(lesson, e.id) for lesson in LESSONS for e in load_lesson(lesson).exercises]
@@ -157,90 +154,3 @@ def test_hidden_probes_are_drawn_afresh_for_each_run(lesson):
     second = [dump_value(p.args) for e in declared.exercises for p in e.hidden_probes(2)]
     assert first != second
     assert first == [dump_value(p.args) for e in declared.exercises for p in e.hidden_probes(1)]
-
-
-# ---------------------------------------------------------------- a whole class (slow)
-
-
-def one_mistake_per_answer_cell(lesson: str) -> dict[str, str]:
-    """{answer cell: mistake source}: the first graded mistake of each answer cell."""
-    chosen: dict[str, str] = {}
-    for exercise in load_lesson(lesson).exercises:
-        for mistake in exercise.mistakes:
-            if mistake.graded and exercise.answer_cell not in chosen:
-                chosen[exercise.answer_cell] = mistake.source
-    return chosen
-
-
-def expected_with_mistakes(lesson: str, nb_name: str) -> dict[str, float]:
-    """Full points, except the test cells of exercises the chosen mistakes fail in-process."""
-    declared = load_lesson(lesson)
-    chosen = one_mistake_per_answer_cell(lesson)
-    ns = lesson_namespace(declared, chosen)
-    full = points(load("solutions", lesson, nb_name))
-    for exercise in declared.exercises:
-        if not grade(exercise.full_id, ns[exercise.function], seed=5, diagnose=False).passed:
-            full[exercise.test_cell] = 0.0
-    return full
-
-
-@pytest.fixture(scope="session")
-def graded_class(tmp_path_factory):
-    root = tmp_path_factory.mktemp("class")
-    for lesson in LESSONS:
-        name = notebook_path(load_lesson(lesson)).stem
-        solution = load("solutions", lesson, name)
-        mistaken = solution
-        for cell, source in one_mistake_per_answer_cell(lesson).items():
-            mistaken = with_cell(mistaken, cell, source)
-        for student, nb in [
-            ("solution", solution),
-            ("blank", load("course", lesson, name)),
-            ("mistakes", mistaken),
-        ]:
-            save(nb, root / "submitted" / student / lesson / f"{name}.ipynb")
-    settings = grading.Settings(root=root, limits=sandbox.Limits(notebook_timeout_s=240), seed=5)
-    results = grading.grade(root, LESSONS, workers=2, settings=settings)
-    return {(r.lesson, r.student): r for r in results}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_class_grader_round_trip(lesson, graded_class):
-    name = notebook_path(load_lesson(lesson)).stem
-    full = points(load("solutions", lesson, name))
-    solution = graded_class[(lesson, "solution")]
-    assert {g: c.points for g, c in solution.cells.items()} == full, solution.to_json()[:3000]
-    assert not [f for f in solution.findings if f.severity == "high"]
-    blank = graded_class[(lesson, "blank")]
-    assert blank.status == "graded" and blank.score == 0
-    mistakes = graded_class[(lesson, "mistakes")]
-    assert {g: c.points for g, c in mistakes.cells.items()} == expected_with_mistakes(lesson, name)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_solution_notebook_runs_within_its_time_limit(lesson, graded_class):
-    """The class run above executed the whole solution notebook (its widgets and hidden tests
-    included) top to bottom on the CPU, sharing the machine with another grading worker: its
-    time, kernel start included, is an upper bound of a learner's Run All."""
-    declared = load_lesson(lesson)
-    solution = graded_class[(lesson, "solution")]
-    assert not solution.execution.get("errors"), solution.execution["errors"]
-    assert not solution.execution.get("timed_out")
-    assert 0 < solution.seconds < declared.time_limit_s, f"{lesson} took {solution.seconds:.0f} s"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_plain_nbgrader_autograde_agrees(lesson, tmp_path):
-    from tests.notebooks import autograde
-
-    name = notebook_path(load_lesson(lesson)).stem
-    submissions = {
-        "solution": load("solutions", lesson, name),
-        "blank": load("course", lesson, name),
-    }
-    scores = autograde(tmp_path, lesson, name, submissions)
-    assert scores["solution"] == points(load("solutions", lesson, name))
-    assert sum(scores["blank"].values()) == 0
