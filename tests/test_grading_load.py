@@ -1,7 +1,8 @@
 """A synthetic class of 200 lesson-01 submissions, every one accounted for.
 
 The class mixes correct, partly wrong, blank, malformed and hostile notebooks. Partly
-wrong ones combine one to three mistakes from the mutation table (six combinations, each shared by about a dozen students).
+wrong ones combine one to three mistakes from the mutation table (six combinations, each
+handed in by about a dozen students).
 Submissions that are identical after sanitizing share one execution, as many blanks and
 full solutions would in a real class; the test checks every student still gets a result.
 """

@@ -201,9 +201,9 @@ def test_solution_runs_its_widgets_respond_and_it_validates(page, lab, notebook)
 
     if notebook == SOLUTIONS[0]:
         # nbgrader's toolbar button (once: what it runs, `nbgrader validate`, is checked for
-        # every lesson by tests/test_lessons_nbgrader.py's plain nbgrader autograde): saves the scratch
-        # copy, runs validate inside the server with the repository's nbgrader_config.py,
-        # shows a dialog.
+        # every lesson by tests/test_lessons_nbgrader.py's plain nbgrader autograde): saves
+        # the scratch copy, runs validate inside the server with the repository's
+        # nbgrader_config.py, shows a dialog.
         validate_with_the_toolbar_button(page, notebook, name)
     else:
         page.keyboard.press("Control+s")
