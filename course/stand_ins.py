@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_softmax", "attention_weights", "attention_entropy"]
+__all__ = [
+    "masked_softmax",
+    "attention_weights",
+    "attention_entropy",
+    "split_heads",
+    "merge_heads",
+    "repeat_kv",
+    "rms_norm",
+]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -71,3 +79,11 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, n_kv, T, d) -> (B, n_kv * n_rep, T, d): query head h reads kv head h // n_rep."""
     index = torch.arange(x.shape[-3] * n_rep, device=x.device) // n_rep
     return x.index_select(-3, index)
+
+
+# Lesson 08: the parts a block is built from, while the block or the model is judged.
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm over the last dim (Zhang & Sennrich 2019) by PyTorch's `F.rms_norm`."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
