@@ -10,6 +10,8 @@ export                       nbgrader's CSV and an LMS-importable CSV
 report                       class summary: histogram, pass rates, slowest, integrity
 bench                        grading throughput: nbgrader, the process pool, a Dask LocalCluster
 mistakes [LESSON ...]        how each lesson's visible and hidden checks catch its known mistakes
+leaderboard --heldout TEXT   lesson 08's checkpoints on held-out text (bits per byte), sandboxed:
+                             <root>/leaderboard/leaderboard.html and .csv
 """
 
 from __future__ import annotations
@@ -189,6 +191,34 @@ def cmd_bench(args) -> int:
     return bench_main(args.submissions, args.workers or 2, args.class_size, args.cluster_workers)
 
 
+def cmd_leaderboard(args) -> int:
+    from autograder.leaderboard import leaderboard
+    from autograder.sandbox import Limits, SandboxUnavailable
+
+    if not args.heldout.is_file():
+        raise FileNotFoundError(f"no held-out text at {args.heldout}")
+    limits = Limits(memory_bytes=int(args.memory_gb * 2**30), notebook_timeout_s=args.timeout)
+    try:
+        rows = leaderboard(
+            args.root,
+            args.heldout,
+            args.out,
+            max_mb=args.max_mb,
+            limits=limits,
+            allow_unsandboxed=args.allow_unsandboxed,
+        )
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.root / "leaderboard"
+    scored = sum(r.bpb is not None for r in rows)
+    print(f"{scored} of {len(rows)} checkpoints scored: {out / 'leaderboard.html'}")
+    for r in rows:
+        if r.problem:
+            print(f"  {r.student}: {r.problem}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder",
@@ -260,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     # The issue's scale: 2,000 students x 8 lessons; 64 workers, say 4 machines of 16 cores.
     be.add_argument("--class-size", type=int, default=16_000, help="submissions to estimate")
     be.add_argument("--cluster-workers", type=int, default=64, help="workers to estimate on")
+    lb = sub.add_parser("leaderboard", help="lesson 08 checkpoints on held-out text, sandboxed")
+    lb.add_argument("--heldout", type=Path, required=True, help="text the students never saw")
+    lb.add_argument("--out", type=Path, default=None, help="default: <root>/leaderboard")
+    lb.add_argument("--max-mb", type=float, default=50.0, help="checkpoint size cap (MB)")
+    lb.add_argument("--memory-gb", type=float, default=3.0)
+    lb.add_argument("--timeout", type=int, default=120, help="seconds per checkpoint")
+    lb.add_argument("--allow-unsandboxed", action="store_true")
     for p in (col, gr, sub.choices["feedback"], sub.choices["export"], sub.choices["report"]):
         p.add_argument("--lesson", action="append", help="lesson folder (repeatable; default: all)")
     return parser
@@ -274,6 +311,7 @@ COMMANDS = {
     "report": cmd_report,
     "bench": cmd_bench,
     "mistakes": cmd_mistakes,
+    "leaderboard": cmd_leaderboard,
 }
 
 

@@ -15,7 +15,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_softmax", "attention_weights", "attention_entropy"]
+__all__ = [
+    "masked_softmax",
+    "attention_weights",
+    "attention_entropy",
+    "split_heads",
+    "merge_heads",
+    "repeat_kv",
+    "layer_norm",
+    "cache_write",
+    "rms_norm",
+]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -91,3 +101,11 @@ def cache_write(keys, values, length, k_new, v_new):
     keys.index_copy_(2, index, k_new)
     values.index_copy_(2, index, v_new)
     return keys[:, :, : length + k_new.shape[-2]], values[:, :, : length + k_new.shape[-2]]
+
+
+# Lesson 08: the parts a block is built from, while the block or the model is judged.
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm over the last dim (Zhang & Sennrich 2019) by PyTorch's `F.rms_norm`."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)

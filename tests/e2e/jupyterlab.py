@@ -146,6 +146,9 @@ class LabServer:
                 "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
             }
             env.pop("NBGRADER_EXECUTION", None)
+            # Lesson 08 trains a language model: Run All in the browser trains the seconds-long
+            # preset (the notebook honours this), not the minute-long CPU one.
+            env["COURSE_LM_PRESET"] = "cpu-tiny"
             with open(self.log, "w") as out:
                 # -o: never re-run `setup` (pip) from inside a test; `make test` did it.
                 self.proc = subprocess.Popen(

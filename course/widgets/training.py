@@ -1,0 +1,190 @@
+"""A live view of a training run: the loss curve, its anchors, and a sample now and then.
+
+`TrainingExplorer` is the `callback` of `course.lm.train`: each event (a training loss every
+`log_interval` steps, a validation loss at each evaluation) is added to the curve, and every
+`sample_every` steps the learner's own model writes a short sample (through `sample_fn(model)
+-> str`, typically `course.lm.sample_text` with the KV cache). Horizontal lines mark the
+anchors the run should pass: the loss of a uniform guess, ln(vocab), and the corpus's unigram
+and bigram entropies (what a model ignoring all context, or all but the last token, can reach),
+and the target of the preset. Redrawing is throttled (`min_redraw_s`) so that the plot never
+slows training down much.
+
+Under `nbgrader` nothing is displayed (`Explorer.show`), but the explorer still records the run.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Callable
+
+import ipywidgets as W
+from matplotlib.figure import Figure
+
+from course.widgets.base import Explorer
+
+__all__ = ["TrainingExplorer", "training_explorer"]
+
+
+class TrainingExplorer(Explorer):
+    """Loss curve (train and validation, nats per token) with anchors, and the latest samples.
+
+    anchors: {label: loss} drawn as horizontal lines (e.g. unigram and bigram entropies);
+    target: the preset's target validation loss, or None; sample_fn: `model -> str`, called
+    every `sample_every` steps (None: no samples). Controls: a log-scale toggle and a smoothing
+    slider for the training curve (both only change the picture).
+    """
+
+    figsize = (8.0, 3.4)
+
+    def __init__(
+        self,
+        anchors: dict[str, float] | None = None,
+        target: float | None = None,
+        sample_fn: Callable | None = None,
+        sample_every: int = 200,
+        min_redraw_s: float = 0.5,
+    ) -> None:
+        self.anchors = dict(anchors or {})
+        self.target = target
+        self.sample_fn = sample_fn
+        self.sample_every = max(1, int(sample_every))
+        self.min_redraw_s = min_redraw_s
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+        self.samples: list[tuple[int, str]] = []
+        self.tokens_per_s: float | None = None
+        self._last_sample_step = 0
+        self._last_draw = 0.0
+        super().__init__()
+
+    def controls(self) -> list[W.Widget]:
+        self.log_scale = W.Checkbox(value=False, description="log scale")
+        self.smoothing = W.IntSlider(
+            value=1, min=1, max=25, step=2, description="smooth (points)", continuous_update=False
+        )
+        return [self.log_scale, self.smoothing]
+
+    # ------------------------------------------------------------ the training callback
+
+    def __call__(self, event: dict) -> None:
+        step = int(event.get("step", 0))
+        if "val_loss" in event:
+            self.val.append((step, float(event["val_loss"])))
+        elif "loss" in event:
+            self.train.append((step, float(event["loss"])))
+            if event.get("tokens_per_s"):
+                self.tokens_per_s = float(event["tokens_per_s"])
+        model = event.get("model")
+        due = step - self._last_sample_step >= self.sample_every
+        if self.sample_fn is not None and model is not None and due:
+            self._last_sample_step = step
+            self.add_sample(step, model)
+        now = time.perf_counter()
+        if "val_loss" in event or now - self._last_draw >= self.min_redraw_s:
+            self._last_draw = now
+            self.update()
+
+    def add_sample(self, step: int, model) -> None:
+        """Ask `sample_fn` for a sample (an error is recorded as the sample, never raised)."""
+        was_training = getattr(model, "training", False)
+        try:
+            model.eval()
+            text = str(self.sample_fn(model))
+        except Exception as exc:  # noqa: BLE001 - the learner's model may raise anything
+            text = f"(sampling failed: {type(exc).__name__}: {exc})"
+        finally:
+            if was_training:
+                model.train()
+        self.samples.append((step, text))
+
+    def finish(self) -> None:
+        """Draw the final state (call after training)."""
+        self.update()
+
+    # ------------------------------------------------------------ the explorer
+
+    def compute(self) -> dict:
+        k = int(self.smoothing.value)
+        steps = [s for s, _ in self.train]
+        losses = [v for _, v in self.train]
+        smoothed = [
+            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
+            for i in range(len(losses))
+        ]
+        passed = {
+            label: next((s for s, v in self.val if v <= value), None)
+            for label, value in self.anchors.items()
+        }
+        return {
+            "steps": steps,
+            "train": smoothed,
+            "val": list(self.val),
+            "log": bool(self.log_scale.value),
+            "passed": passed,
+            "sample": self.samples[-1] if self.samples else None,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+    def draw(self, fig: Figure, state: dict) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        if state["steps"]:
+            ax.plot(state["steps"], state["train"], color="tab:blue", lw=1.2, label="train")
+        if state["val"]:
+            vs, vl = zip(*state["val"], strict=True)
+            ax.plot(vs, vl, "o-", color="tab:orange", ms=4, label="validation")
+        colors = ["tab:gray", "tab:green", "tab:purple", "tab:brown"]
+        for (label, value), color in zip(self.anchors.items(), colors * 3, strict=False):
+            ax.axhline(value, color=color, ls="--", lw=0.9, label=f"{label} {value:.2f}")
+        if self.target is not None:
+            ax.axhline(self.target, color="tab:red", ls=":", lw=1.2, label=f"target {self.target}")
+        if state["log"]:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per byte)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("training run" if state["steps"] else "waiting for the first step")
+
+    def readout_html(self, state: dict) -> str:
+        parts = []
+        if state["val"]:
+            step, val = state["val"][-1]
+            parts.append(f"validation loss {val:.3f} at step {step}")
+        if state["tokens_per_s"]:
+            parts.append(f"{state['tokens_per_s']:,.0f} tokens/s")
+        for label, step in state["passed"].items():
+            if step is not None:
+                parts.append(f"passed {html.escape(label)} at step {step}")
+        text = " · ".join(parts)
+        if state["sample"] is not None:
+            step, sample = state["sample"]
+            text += f"<br><b>sample at step {step}:</b><pre>{html.escape(sample[-600:])}</pre>"
+        return text
+
+
+def training_explorer(**kwargs) -> TrainingExplorer:
+    """A `TrainingExplorer` (see it for the arguments): display it, then pass it to
+    `course.lm.train(..., callback=explorer)`."""
+    return TrainingExplorer(**kwargs)
+
+
+def unigram_bigram_entropy(data) -> tuple[float, float]:
+    """The entropy (nats per byte) of the byte distribution of `data` (uint8 tensor), and the
+    conditional entropy of a byte given the one before it: the losses the best context-free
+    model and the best bigram model reach on the text they were counted on."""
+    import torch
+
+    x = data.to(torch.long)
+    counts = torch.bincount(x, minlength=256).double()
+    p = counts / counts.sum()
+    h1 = -(p[p > 0] * p[p > 0].log()).sum().item()
+    pairs = torch.bincount(x[:-1] * 256 + x[1:], minlength=256 * 256).double().view(256, 256)
+    joint = pairs / pairs.sum()
+    cond = pairs / pairs.sum(1, keepdim=True).clamp_min(1)
+    mask = joint > 0
+    h2 = -(joint[mask] * cond[mask].log()).sum().item()
+    assert math.isfinite(h1) and math.isfinite(h2)
+    return h1, h2
