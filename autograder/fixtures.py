@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from autograder.lesson import load_lesson, mistake_function
 from course.calling import Watch, call_function
 from course.compare import encode, to_plain
@@ -81,10 +83,18 @@ def exercise_fixture(lesson: Lesson, exercise: Exercise) -> dict:
 
 def lesson_fixture(folder: str) -> dict:
     lesson = load_lesson(folder)
+    # One thread: a matmul's sums are split by thread, so their last bits (and so the fixture's
+    # bytes, which a test compares with the committed file) would depend on the machine's cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exercises = {e.id: exercise_fixture(lesson, e) for e in lesson.exercises}
+    finally:
+        torch.set_num_threads(threads)
     return {
         "lesson": folder,
         "generated_by": "python -m autograder release (autograder/fixtures.py)",
-        "exercises": {e.id: exercise_fixture(lesson, e) for e in lesson.exercises},
+        "exercises": exercises,
     }
 
 
