@@ -250,6 +250,39 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
     return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)
 """,
     ),
+    Mistake(
+        id="ln-bfloat16-not-upcast",
+        hint="bfloat16 must be computed in float32 too, like float16: bfloat16 keeps only 8 bits "
+        "of mantissa, so on rows around 1000 its mean and variance lose the row's spread. "
+        "Upcast both half types (x.float() when x.dtype is float16 or bfloat16), cast back",
+        source="""
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    xf = x.float() if x.dtype == torch.float16 else x
+    mean = xf.mean(dim=-1, keepdim=True)
+    var = ((xf - mean) ** 2).mean(dim=-1, keepdim=True)
+    y = (xf - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.to(x.dtype)
+""",
+    ),
+    Mistake(
+        id="ln-weight-only-with-bias",
+        hint="weight and bias are independent: apply the weight whenever it is given, even "
+        "when bias is None (and the bias whenever it is given)",
+        source="""
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    mean = xf.mean(dim=-1, keepdim=True)
+    var = ((xf - mean) ** 2).mean(dim=-1, keepdim=True)
+    y = (xf - mean) / torch.sqrt(var + eps)
+    if weight is not None and bias is not None:
+        y = y * weight + bias
+    return y.to(x.dtype)
+""",
+    ),
 ]
 
 
@@ -285,6 +318,14 @@ def ln_visible() -> list[Probe]:
         Probe(
             name="float16 rows spread around 0 by +-200 (their squares overflow float16)",
             args=(randn(g, 2, 16, scale=200).half(),),
+        ),
+        Probe(
+            name="bfloat16 rows around 1000, spread +-20 (bfloat16's own arithmetic loses it)",
+            args=((randn(g, 2, 64, scale=20) + 1000).bfloat16(),),
+        ),
+        Probe(
+            name="weight without bias, float64",
+            args=(randn(g, 2, d, dtype=torch.float64), randn(g, d, dtype=torch.float64) + 1),
         ),
         Probe(
             name="gradient (float64) with respect to x, weight and bias",
