@@ -244,7 +244,13 @@ def graded(tmp_path_factory):
         shutil.rmtree(OTHER_CHECKOUT, ignore_errors=True)
     outside = {
         "changed": {p for p, h in _fingerprint(watched).items() if before.get(p) != h},
-        "var_tmp_new": set(os.listdir("/var/tmp")) - var_tmp_before - {Path(SOCKET_PATH).name},
+        # Less what tests/test_sandbox.py's listeners make there while running beside this one
+        # (`make test` runs test files in parallel); no attack here uses that prefix.
+        "var_tmp_new": {
+            name
+            for name in set(os.listdir("/var/tmp")) - var_tmp_before - {Path(SOCKET_PATH).name}
+            if not name.startswith("autograder-test-")
+        },
         "socket_reached": listener.reached,
         "planted": (REPO / "planted.txt").exists(),
     }

@@ -440,7 +440,11 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        # In a notebook the bar goes to stdout: Jupyter shows stderr as an error-coloured box.
+        out = sys.stdout if "ipykernel" in sys.modules else sys.stderr
+        return tqdm(
+            total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True, file=out
+        )
 
     def checkpoint_payload(self, elapsed: float, rng: list) -> dict:
         model_cls = type(self.model)
