@@ -79,6 +79,8 @@ WRITE_MISTAKES = [
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, :T] = k_new
     values[:, :, :T] = v_new
     return keys[:, :, :length + T], values[:, :, :length + T]
@@ -91,6 +93,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, length + 1:length + 1 + T] = k_new
     values[:, :, length + 1:length + 1 + T] = v_new
     return keys[:, :, :length + T], values[:, :, :length + T]
@@ -104,6 +108,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, length:length + T] = k_new
     values[:, :, length:length + T] = v_new
     return keys, values
@@ -116,6 +122,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, length:length + T] = k_new
     values[:, :, length:length + T] = v_new
     return keys[:, :, :length], values[:, :, :length]
@@ -128,6 +136,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, length:length + T] = k_new
     values[:, :, length:length + T] = v_new
     return k_new, v_new
@@ -149,6 +159,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys, values = keys.clone(), values.clone()
     keys[:, :, length:length + T] = k_new
     values[:, :, length:length + T] = v_new
@@ -161,6 +173,8 @@ def cache_write(keys, values, length, k_new, v_new):
         source="""
 def cache_write(keys, values, length, k_new, v_new):
     T = k_new.shape[2]
+    if length + T > keys.shape[2]:
+        raise ValueError("KV cache full")
     keys[:, :, length:length + T] = k_new
     values[:, :, length:length + T] = v_new
     return keys[:, :, :length + T].clone(), values[:, :, :length + T].clone()
@@ -199,13 +213,13 @@ def write_visible() -> list[Probe]:
     return [
         Probe(
             inspect=WRITE_INSPECT,
-            name="empty cache, a prompt of 3 (2 kv heads, max_len 8)",
-            args=buffers(g, 1, 2, 8, 4, 0, 3),
+            name="one new token after 5 cached (2 kv heads, max_len 8)",
+            args=buffers(g, 1, 2, 8, 4, 5, 1),
         ),
         Probe(
             inspect=WRITE_INSPECT,
-            name="one new token after 5 cached",
-            args=buffers(g, 1, 2, 8, 4, 5, 1),
+            name="empty cache, a prompt of 3",
+            args=buffers(g, 1, 2, 8, 4, 0, 3),
         ),
         Probe(
             inspect=WRITE_INSPECT,
@@ -561,6 +575,14 @@ def cached_attention(q, k_new, v_new, keys, values, length):
 ]
 
 
+NOT_STORED_HINT = (
+    "the cache buffers were left empty: the new keys and values went into new tensors "
+    "(torch.cat onto keys[:, :, :length], or an enlarged copy made by repeat_interleave) "
+    "instead of the buffers. Write them with cache_write(keys, values, length, k_new, v_new), "
+    "in place, attend over what it returns, and share the heads inside attention "
+    "(enable_gqa=True or repeat_interleave on the returned keys)"
+)
+
 ATTENTION_MISTAKES += [
     Mistake(
         id="mask-one-too-far",
@@ -595,9 +617,7 @@ ATTENTION_MISTAKES += [
     ),
     Mistake(
         id="cat-without-writing",
-        hint="the cache buffers were left empty: the new keys and values were joined with "
-        "torch.cat to keys[:, :, :length] instead of stored. Write them with cache_write(keys, "
-        "values, length, k_new, v_new), in place, and attend over what it returns",
+        hint=NOT_STORED_HINT,
         source="""
 def cached_attention(q, k_new, v_new, keys, values, length):
     T = q.shape[2]
@@ -610,10 +630,7 @@ def cached_attention(q, k_new, v_new, keys, values, length):
     ),
     Mistake(
         id="writes-into-repeated-copy",
-        hint="the new keys were written into an enlarged, repeated copy of the buffers "
-        "(repeat_interleave makes new tensors), so the cache itself stays empty and the copy "
-        "costs n_heads / n_kv_heads times the memory. Write k_new, v_new into keys, values with "
-        "cache_write, then share the heads inside attention (enable_gqa=True)",
+        hint=NOT_STORED_HINT,
         source="""
 def cached_attention(q, k_new, v_new, keys, values, length):
     T = q.shape[2]
@@ -1323,8 +1340,8 @@ def bytes_visible() -> list[Probe]:
     return [
         Probe(
             inspect=BYTES_INSPECT,
-            name="Llama-2-7B, one token, an int8 cache (1 byte per element)",
-            args=(LLAMA2_7B, 1),
+            name="Llama-2-7B, 3 tokens, an int8 cache (1 byte per element)",
+            args=(LLAMA2_7B, 3),
             kwargs={"bytes_per_element": 1},
         ),
         Probe(
