@@ -380,6 +380,10 @@ class CacheTooShort(CacheProtocolError):
     pass
 
 
+class UpdateRefusedAFit(CacheProtocolError):
+    pass
+
+
 class UpdateMovedPointer(CacheProtocolError):
     pass
 
@@ -447,7 +451,11 @@ class _WatchedCache:
                     f"{max_len} (your update raised: {exc}). decode_greedy must size it for the "
                     "prompt and every new token, T + n_new positions"
                 ) from None
-            raise
+            raise UpdateRefusedAFit(
+                f"update() raised ValueError ({exc}) for {T} new positions behind {past}, which "
+                f"fit in max_len {max_len}: refuse only when length + T > max_len (filling the "
+                "cache exactly is allowed)"
+            ) from None
         if int(cache.length) != past:
             raise UpdateMovedPointer(
                 f"update() moved cache.length from {past} to {cache.length}: update writes only, "
@@ -607,10 +615,22 @@ class WatchingLM(ToyLM):
             )
 
     def _check_overflow(self, cache, keys: torch.Tensor) -> None:
-        """Ask the empty cache to write one position past max_len: it must refuse with a
-        ValueError (nothing is written; the pointer is put back)."""
+        """Ask the empty cache to write its last position (it must accept) and one position
+        past max_len (it must refuse with a ValueError); the pointer is put back to 0. Nothing
+        the decoding reads is touched: positions at or past length are never read."""
         B, H, max_len, d = keys.shape
         one = torch.zeros(B, H, 1, d, dtype=keys.dtype)
+        cache.length = max_len - 1  # the last free position: it fits and must be accepted
+        try:
+            cache.update(0, one, one)
+        except ValueError as exc:
+            raise UpdateRefusedAFit(
+                f"KVCache.update at length = max_len - 1 = {max_len - 1} with one token raised "
+                f"ValueError ({exc}): that token fits, the cache may be filled exactly. Refuse "
+                "only when length + T > max_len"
+            ) from None
+        finally:
+            cache.length = 0
         cache.length = max_len
         try:
             cache.update(0, one, one)

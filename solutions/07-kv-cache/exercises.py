@@ -192,6 +192,20 @@ def cache_write(keys, values, length, k_new, v_new):
 """,
     ),
     Mistake(
+        id="overflow-off-by-one",
+        hint="the cache may be filled exactly: length + T == max_len fits (positions up to "
+        "max_len - 1). Refuse only when length + T > max_len",
+        source="""
+def cache_write(keys, values, length, k_new, v_new):
+    T = k_new.shape[2]
+    if length + T >= keys.shape[2]:
+        raise ValueError("KV cache full")
+    keys[:, :, length:length + T] = k_new
+    values[:, :, length:length + T] = v_new
+    return keys[:, :, :length + T], values[:, :, :length + T]
+""",
+    ),
+    Mistake(
         id="assert-overflow",
         hint=OVERFLOW_HINT,
         source="""
@@ -408,6 +422,16 @@ ROPE_MISTAKES += [
             (
                 "-torch.arange(0, d, 2, dtype=torch.float64) / d",
                 "-torch.arange(0, d // 2, dtype=torch.float64) / d",
+            )
+        ),
+    ),
+    Mistake(
+        id="rope-float32-frequencies",
+        hint=FLOAT64_HINT,
+        source=rope_source(
+            (
+                "inv_freq = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)",
+                "inv_freq = (theta ** (-torch.arange(0, d, 2) / d)).float()",
             )
         ),
     ),
@@ -992,6 +1016,14 @@ DECODE_MISTAKES += [
         id="advance-by-one",
         hint=ADVANCE_HINT,
         source=decode_source(e=("        self.length += n\n", "        self.length += 1\n")),
+    ),
+    Mistake(
+        id="update-refuses-exact-fill",
+        hint="update() may fill the cache exactly: length + T == max_len fits. Raise ValueError "
+        "only when length + T > max_len",
+        source=decode_source(
+            e=("        if end > self.max_len:\n", "        if end >= self.max_len:\n")
+        ),
     ),
     Mistake(
         id="update-writes-at-zero",
