@@ -3,11 +3,17 @@
 Judged against `solutions/kernels/kv_cache.py`: the cache write into preallocated buffers, RoPE
 at the cache's offset, attention of a block of new queries over the cache (the offset causal
 mask, GQA's heads kept un-repeated), greedy decoding with a cache object reset between prompts,
-chunked prefill, and the cache's size for real configurations. The decoding exercises run on
-`course.probe_layers.ToyLM` models and are judged at the level of logits. The known mistakes
-include the ones every first KV cache meets: the position pointer not advanced, RoPE at offset
-0, the causal mask not offset, the cache not reset, key/value heads repeated before caching, and
-(measured in the notebook, not graded) a `torch.cat` cache that re-allocates every step.
+chunked prefill, and the cache's size for real configurations.
+
+Values alone cannot show how they were computed, so the lesson also watches: the decoding
+exercises run on `course.probe_layers.WatchingLM` / `ChunkWatchingLM` (ToyLMs, a fresh one per
+call, that raise an exception named after the broken rule: no cache, the model's own cache, a
+new cache per prompt, a reset that reallocates, a wrong dtype, no ValueError past max_len,
+chunks not of chunk_size...), and `Probe.inspect` checks what `cache_write` and
+`cached_attention` leave in the buffers (written in place, views returned, ValueError past
+max_len) and that `kv_cache_bytes` returns an int. The known mistakes include the ones every
+first KV cache meets: the position pointer not advanced, RoPE at offset 0, the causal mask not
+offset, the cache not reset, key/value heads repeated before caching, a `torch.cat` cache.
 """
 
 from __future__ import annotations
