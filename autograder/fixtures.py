@@ -56,6 +56,7 @@ def exercise_fixture(lesson: Lesson, exercise: Exercise) -> dict:
                 "mode": probe.mode,
                 "grad_seed": probe.grad_seed,
                 "min_calls": probe.min_calls,
+                **({"inspect": probe.inspect} if probe.inspect else {}),
                 "tolerance": None if tol is None else [tol.atol, tol.rtol, tol.why],
                 "expected": encode(reference_outcome(exercise, probe)),
                 "mistakes": {

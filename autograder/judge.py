@@ -67,6 +67,7 @@ def run_probes(payload: dict, fn: Callable) -> dict:
             probe["mode"],
             int(probe["grad_seed"]),
             {str(k): int(v) for k, v in dict(probe.get("min_calls", {})).items()},
+            str(probe.get("inspect", "")),
         )
         traced = payload.get("traced") and call.mode == "value" and "moved_of" not in probe
         recorder = Recorder() if traced else None

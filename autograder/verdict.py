@@ -103,6 +103,7 @@ def _call_payload(probe: Probe, args, kwargs, moved_of: int | None = None) -> di
         "mode": probe.mode,
         "grad_seed": probe.grad_seed,
         "min_calls": probe.min_calls,
+        **({"inspect": probe.inspect} if probe.inspect else {}),
     }
     if moved_of is not None:
         entry["moved_of"] = moved_of

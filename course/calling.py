@@ -76,6 +76,10 @@ class Call:
     grad_seed: int = 0
     # Learner functions this call must use at least so often (e.g. once per block).
     min_calls: dict[str, int] = field(default_factory=dict)
+    # "module:fn" of an inspector run after a value call: fn(learner_fn, args, kwargs, out) -> a
+    # problem (str) or None. It sees the arguments as the call left them (a buffer the function
+    # had to write into, a view it had to return) and may call the function again.
+    inspect: str = ""
 
 
 @dataclass
@@ -319,6 +323,10 @@ def _watched_call(fn: Callable, call: Call, watch: Watch, outcome: Outcome) -> A
             out = fn(*args, **kwargs)
             if watch.recorder is not None:
                 watch.recorder.set_output(out)
+            if call.inspect:
+                problem = FnRef(call.inspect).resolve()(fn, args, kwargs, out)
+                if problem:
+                    raise _Problem(problem)
             result = out
     _check_calls(call, watch, outcome.calls)
     _check_unmodified(before, args)

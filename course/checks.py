@@ -285,6 +285,7 @@ def _case_call(case: dict) -> Call:
         case["mode"],
         case["grad_seed"],
         {str(k): int(v) for k, v in case.get("min_calls", {}).items()},
+        str(case.get("inspect", "")),
     )
 
 

@@ -52,10 +52,18 @@ class Probe:
     tolerance: Tolerance | None = None
     expected: Any = None
     min_calls: dict[str, int] = field(default_factory=dict)
+    # "module:fn" (course.probe_layers) checking what the call left behind: see `Call.inspect`.
+    inspect: str = ""
 
     def call(self) -> Call:
         return Call(
-            self.name, self.args, dict(self.kwargs), self.mode, self.grad_seed, dict(self.min_calls)
+            self.name,
+            self.args,
+            dict(self.kwargs),
+            self.mode,
+            self.grad_seed,
+            dict(self.min_calls),
+            self.inspect,
         )
 
 

@@ -30,6 +30,11 @@ __all__ = [
     "ignores_feature_zero",
     "GrowingCache",
     "ToyLM",
+    "WatchingLM",
+    "ChunkWatchingLM",
+    "inspect_cache_write",
+    "inspect_cached_attention",
+    "inspect_int_bytes",
     "toy_lm",
     "toy_lm_mqa",
     "toy_lm_mha",
@@ -145,6 +150,10 @@ def doubled_rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- lesson 07: a model to decode
+
+
+class CacheHeadsMismatch(ValueError):
+    """A cache holds (or hands back) another number of key/value heads than the model's."""
 
 
 class GrowingCache:
@@ -266,7 +275,7 @@ class ToyLM:
             if cache is not None:
                 k, v = cache.update(layer, k, v)
                 if k.shape[1] != H_kv or v.shape[1] != H_kv:
-                    raise ValueError(
+                    raise CacheHeadsMismatch(
                         f"the cache returned {k.shape[1]} key heads for a model with {H_kv} "
                         "key/value heads: cache the n_kv_heads heads as they come"
                     )
@@ -287,3 +296,486 @@ toy_lm = ToyLM()
 toy_lm_mqa = ToyLM(n_heads=4, n_kv_heads=1, head_dim=4, seed=8)
 toy_lm_mha = ToyLM(n_layers=3, n_heads=2, n_kv_heads=2, head_dim=6, seed=9)
 toy_lm_float64 = ToyLM(dtype=torch.float64, seed=10)
+
+_TOY_CONFIGS = {
+    "toy_lm": {},
+    "toy_lm_mqa": dict(n_heads=4, n_kv_heads=1, head_dim=4, seed=8),
+    "toy_lm_mha": dict(n_layers=3, n_heads=2, n_kv_heads=2, head_dim=6, seed=9),
+    "toy_lm_float64": dict(dtype=torch.float64, seed=10),
+    "toy_lm_bfloat16": dict(dtype=torch.bfloat16, seed=12),
+}
+
+
+# ---------------------------------------------------------------- lesson 07: watching a cache
+#
+# The value of decoded logits cannot show *how* they were computed: a decoder that recomputes
+# every prefix, or uses the model's own `GrowingCache`, returns the same numbers as one that
+# uses the learner's `KVCache`. The models below are `ToyLM`s that watch how they are called
+# and raise, with an exception named after what they saw, when the protocol of the lesson is
+# broken. Each `FnRef` resolution makes a fresh one (module `__getattr__` below), so what one
+# watches is one call of the learner's function.
+
+
+class CacheProtocolError(Exception):
+    """Base of the errors a watching model raises."""
+
+
+class ModelCalledWithoutCache(CacheProtocolError):
+    pass
+
+
+class NotYourKVCache(CacheProtocolError):
+    pass
+
+
+class CacheLayoutError(CacheProtocolError):
+    pass
+
+
+class CacheDtypeMismatch(CacheProtocolError):
+    pass
+
+
+class SharedLayerBuffers(CacheProtocolError):
+    pass
+
+
+class NoOverflowError(CacheProtocolError):
+    pass
+
+
+class NewCachePerPrompt(CacheProtocolError):
+    pass
+
+
+class ResetReallocated(CacheProtocolError):
+    pass
+
+
+class BuffersReplaced(CacheProtocolError):
+    pass
+
+
+class CacheNotReset(CacheProtocolError):
+    pass
+
+
+class WholeSequenceFed(CacheProtocolError):
+    pass
+
+
+class TokenShapeError(CacheProtocolError):
+    pass
+
+
+class UnexpectedToken(CacheProtocolError):
+    pass
+
+
+class PointerOutOfStep(CacheProtocolError):
+    pass
+
+
+class CacheTooShort(CacheProtocolError):
+    pass
+
+
+class UpdateRefusedAFit(CacheProtocolError):
+    pass
+
+
+class UpdateMovedPointer(CacheProtocolError):
+    pass
+
+
+class UpdateWroteElsewhere(CacheProtocolError):
+    pass
+
+
+class UpdateReturnedWrongSpan(CacheProtocolError):
+    pass
+
+
+class AdvanceWrong(CacheProtocolError):
+    pass
+
+
+class ChunkTooLong(CacheProtocolError):
+    pass
+
+
+class ChunkShortBeforeEnd(CacheProtocolError):
+    pass
+
+
+class FreshCachePerChunk(CacheProtocolError):
+    pass
+
+
+def _buffers(cache) -> tuple[list, list]:
+    keys, values = getattr(cache, "keys", None), getattr(cache, "values", None)
+    ok = all(
+        isinstance(b, list | tuple) and b and all(type(t) is torch.Tensor for t in b)
+        for b in (keys, values)
+    )
+    if not ok:
+        raise CacheLayoutError(
+            f"your {type(cache).__name__} has no lists `keys` and `values` of tensors, one "
+            "(batch, n_kv_heads, max_len, head_dim) tensor per layer: allocate them in __init__ "
+            "as self.keys and self.values"
+        )
+    return list(keys), list(values)
+
+
+class _WatchedCache:
+    """What the model hands its layers instead of the learner's cache: the same protocol,
+    checked at every call (update writes at `length` and leaves it alone, advance adds n)."""
+
+    def __init__(self, cache, model: WatchingLM) -> None:
+        self._cache, self._model = cache, model
+
+    @property
+    def length(self) -> int:
+        return self._cache.length
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        cache, past, T = self._cache, int(self._cache.length), k.shape[2]
+        keys, values = _buffers(cache)
+        max_len = keys[layer].shape[2]
+        try:
+            got_k, got_v = cache.update(layer, k, v)
+        except ValueError as exc:
+            if past + T > max_len:
+                raise CacheTooShort(
+                    f"the cache is full: {past} cached + {T} new positions > its max_len "
+                    f"{max_len} (your update raised: {exc}). decode_greedy must size it for the "
+                    "prompt and every new token, T + n_new positions"
+                ) from None
+            raise UpdateRefusedAFit(
+                f"update() raised ValueError ({exc}) for {T} new positions behind {past}, which "
+                f"fit in max_len {max_len}: refuse only when length + T > max_len (filling the "
+                "cache exactly is allowed)"
+            ) from None
+        if int(cache.length) != past:
+            raise UpdateMovedPointer(
+                f"update() moved cache.length from {past} to {cache.length}: update writes only, "
+                "and the model calls advance(T) once after the last layer (else layer 1 writes "
+                "T positions after layer 0)"
+            )
+        end = past + T
+        if not (
+            torch.equal(keys[layer][:, :, past:end], k)
+            and torch.equal(values[layer][:, :, past:end], v)
+        ):
+            raise UpdateWroteElsewhere(
+                f"after update(layer={layer}, k, v) with length {past}, positions {past} .. "
+                f"{end - 1} of cache.keys[{layer}] do not hold k: write the new keys and values "
+                "at positions length .. length + T - 1 of that layer's buffers, in place"
+            )
+        if got_k.shape[2] != end or got_v.shape[2] != end:
+            raise UpdateReturnedWrongSpan(
+                f"update() returned {got_k.shape[2]} positions after writing {T} behind {past}: "
+                f"it returns the filled positions 0 .. length + T - 1, {end} of them"
+            )
+        return got_k, got_v
+
+    def advance(self, n: int) -> None:
+        before = int(self._cache.length)
+        self._cache.advance(n)
+        if int(self._cache.length) != before + n:
+            raise AdvanceWrong(
+                f"advance({n}) moved cache.length from {before} to {self._cache.length}: it must "
+                f"add exactly n (self.length += n), to {before + n}"
+            )
+
+
+class WatchingLM(ToyLM):
+    """A `ToyLM` that checks, at every call, how lesson 07's `decode_greedy` uses it: always
+    with one cache of the learner's own (preallocated `keys`/`values` lists, the model's dtype
+    and n_kv_heads, one buffer per layer, ValueError past max_len), reset between prompts
+    without reallocating, the prompt first and then one argmax token `(B, 1)` per step."""
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        self._cache = None
+        self._buffers: list = []
+        self._history: torch.Tensor | None = None
+        self._next: torch.Tensor | None = None
+
+    def __call__(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
+        if type(idx) is not torch.Tensor or idx.dim() != 2:
+            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise TokenShapeError(
+                f"model(idx, cache) takes token ids of shape (batch, T), got {shape}: feed the "
+                "argmax back as logits[:, -1].argmax(-1, keepdim=True), shape (batch, 1)"
+            )
+        if cache is None:
+            raise ModelCalledWithoutCache(
+                "the model was called without a cache (model(idx)): that recomputes the whole "
+                "sequence at every step. Make one KVCache and pass it: model(tokens, cache)"
+            )
+        if isinstance(cache, GrowingCache):
+            raise NotYourKVCache(
+                "the model got model.new_cache(...), a GrowingCache (torch.cat at every step): "
+                "decode_greedy must use your preallocated KVCache"
+            )
+        keys, values = _buffers(cache)
+        self._check_layout(cache, keys, values, idx.shape[0])
+        past = int(cache.length)
+        if past == 0:
+            self._new_prompt(cache, keys, values)
+        else:
+            self._continuing(cache, keys, values, idx, past)
+        logits = super().__call__(idx, _WatchedCache(cache, self))
+        tokens = idx if past == 0 else torch.cat([self._history, idx], dim=1)
+        self._history, self._next = tokens, logits[:, -1].argmax(-1, keepdim=True)
+        return logits
+
+    def _check_layout(self, cache, keys: list, values: list, batch: int) -> None:
+        if len(keys) != self.n_layers or len(values) != self.n_layers:
+            raise CacheLayoutError(
+                f"the cache has {len(keys)} key buffers for a model of {self.n_layers} layers: "
+                "one keys and one values tensor per layer"
+            )
+        buffers = keys + values
+        if len({t.data_ptr() for t in buffers}) != len(buffers):
+            raise SharedLayerBuffers(
+                "two layers (or keys and values) share one buffer: [torch.zeros(shape)] * "
+                "n_layers repeats one tensor. Allocate a separate tensor for every layer's keys "
+                "and values (a list comprehension)"
+            )
+        for t in buffers:
+            if t.shape[1] != self.n_kv_heads:
+                raise CacheHeadsMismatch(
+                    f"the cache buffers hold {t.shape[1]} heads for a model with "
+                    f"{self.n_kv_heads} key/value heads: size them with model.n_kv_heads (GQA "
+                    "caches the kv heads un-repeated)"
+                )
+            if t.dtype != self.dtype:
+                raise CacheDtypeMismatch(
+                    f"the cache buffers are {t.dtype} for a {self.dtype} model: allocate them "
+                    "with dtype=dtype (torch.zeros(shape, dtype=dtype)), and pass "
+                    "dtype=model.dtype"
+                )
+            if t.dim() != 4 or t.shape[0] != batch or t.shape[3] != self.head_dim:
+                raise CacheLayoutError(
+                    f"a cache buffer has shape {tuple(t.shape)}: expected (batch_size={batch}, "
+                    f"n_kv_heads={self.n_kv_heads}, max_len, head_dim={self.head_dim})"
+                )
+
+    def _new_prompt(self, cache, keys: list, values: list) -> None:
+        if self._cache is None:
+            self._cache, self._buffers = cache, keys + values
+            self._check_overflow(cache, keys[0])
+            return
+        if cache is not self._cache:
+            raise NewCachePerPrompt(
+                "a new cache was made for a later prompt: make one cache before the loop and "
+                "reset() it before each prompt (the memory is reused)"
+            )
+        if any(a is not b for a, b in zip(keys + values, self._buffers, strict=True)):
+            raise ResetReallocated(
+                "reset() replaced the buffers with new tensors: it must keep the memory and "
+                "only set the position pointer back to 0 (self.length = 0)"
+            )
+
+    def _continuing(self, cache, keys: list, values: list, idx, past: int) -> None:
+        if cache is not self._cache:
+            raise NewCachePerPrompt(
+                "the model got another cache than the one the prompt was fed into: use one "
+                "cache for the whole of decode_greedy"
+            )
+        if any(a is not b for a, b in zip(keys + values, self._buffers, strict=True)):
+            raise BuffersReplaced(
+                "the cache's buffers were replaced by new tensors between two steps: allocate "
+                "them once in __init__ and write into them in place"
+            )
+        fed = 0 if self._history is None else self._history.shape[1]
+        T = idx.shape[1]
+        if T > 1 and T > past and torch.equal(idx[:, :fed], self._history):
+            raise WholeSequenceFed(
+                f"the whole sequence so far ({T} tokens) was fed again into a cache holding "
+                f"{past}: after the prompt, feed only the new token, shape (batch, 1)"
+            )
+        if T > 1 or not torch.equal(idx, self._next):
+            if T > 1 or past != fed:
+                raise CacheNotReset(
+                    f"a new prompt ({T} tokens) was fed into a cache still holding {past} "
+                    "positions: call cache.reset() before each prompt, and make reset() set "
+                    "the position pointer back to 0 (self.length = 0)"
+                )
+            raise UnexpectedToken(
+                "the token fed back is not the argmax of the last position's logits: "
+                "logits[:, -1].argmax(-1, keepdim=True), shape (batch, 1)"
+            )
+        if past != fed:
+            raise PointerOutOfStep(
+                f"cache.length is {past} after {fed} tokens were fed: only the model moves the "
+                "pointer (it calls advance(T) once per call); decode_greedy does not"
+            )
+
+    def _check_overflow(self, cache, keys: torch.Tensor) -> None:
+        """Ask the empty cache to write its last position (it must accept) and one position
+        past max_len (it must refuse with a ValueError); the pointer is put back to 0. Nothing
+        the decoding reads is touched: positions at or past length are never read."""
+        B, H, max_len, d = keys.shape
+        one = torch.zeros(B, H, 1, d, dtype=keys.dtype)
+        cache.length = max_len - 1  # the last free position: it fits and must be accepted
+        try:
+            cache.update(0, one, one)
+        except ValueError as exc:
+            raise UpdateRefusedAFit(
+                f"KVCache.update at length = max_len - 1 = {max_len - 1} with one token raised "
+                f"ValueError ({exc}): that token fits, the cache may be filled exactly. Refuse "
+                "only when length + T > max_len"
+            ) from None
+        finally:
+            cache.length = 0
+        cache.length = max_len
+        try:
+            cache.update(0, one, one)
+        except ValueError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
+            raise NoOverflowError(
+                f"KVCache.update past max_len raised {type(exc).__name__} ({exc}): it must "
+                "raise a ValueError that says the cache is full (check length + T > max_len "
+                "first)"
+            ) from None
+        finally:
+            cache.length = 0
+        raise NoOverflowError(
+            f"KVCache.update at length = max_len = {max_len} with one more token did not "
+            "raise: it must raise a ValueError when length + T > max_len"
+        )
+
+
+class ChunkWatchingLM(ToyLM):
+    """A `ToyLM` that checks how lesson 07's `chunked_prefill` feeds it, for a given
+    `chunk_size`: every call with one and the same cache, `chunk_size` tokens per call (the
+    last call may be shorter)."""
+
+    def __init__(self, chunk_size: int, **config) -> None:
+        super().__init__(**config)
+        self.chunk_size = chunk_size
+        self._cache = None
+        self._short = False
+
+    def __call__(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
+        if cache is None:
+            raise ModelCalledWithoutCache(
+                "the model was called without a cache (model(idx)): chunked prefill feeds every "
+                "chunk into one cache, model(chunk, cache), so that each chunk sees the ones "
+                "before it"
+            )
+        T = idx.shape[-1]
+        if T > self.chunk_size:
+            raise ChunkTooLong(
+                f"the model got {T} tokens in one call where chunk_size is {self.chunk_size}: "
+                "feed the prompt chunk_size tokens at a time (idx.split(chunk_size, dim=1))"
+            )
+        if self._cache is not None and cache is not self._cache:
+            raise FreshCachePerChunk(
+                "a later chunk was fed into another cache: make one cache, model.new_cache(B, "
+                "T), before the loop and feed every chunk into it"
+            )
+        if self._short:
+            raise ChunkShortBeforeEnd(
+                f"a chunk shorter than chunk_size {self.chunk_size} came before the last one: "
+                "every chunk but the last holds exactly chunk_size tokens"
+            )
+        self._cache, self._short = cache, T < self.chunk_size
+        return super().__call__(idx, cache)
+
+
+def __getattr__(name: str):
+    """`watching_<toy model>` and `chunk_watching_<toy model>_<chunk size>`: a fresh watching
+    model each time the name is looked up (each probe call resolves its FnRef anew)."""
+    if name.startswith("watching_") and name[9:] in _TOY_CONFIGS:
+        return WatchingLM(**_TOY_CONFIGS[name[9:]])
+    if name.startswith("chunk_watching_"):
+        base, _, size = name[15:].rpartition("_")
+        if base in _TOY_CONFIGS and size.isdigit():
+            return ChunkWatchingLM(int(size), **_TOY_CONFIGS[base])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------- lesson 07: inspectors
+# Run after a value call (`course.lesson.Probe.inspect`): fn(learner_fn, args, kwargs, out).
+
+
+def inspect_cache_write(fn, args, kwargs, out) -> str | None:
+    """cache_write must write into the buffers it was given, return views of them, and raise
+    ValueError past max_len. Silent when the returned values are wrong (the comparison then
+    says how)."""
+    keys, values, length, k_new, v_new = args
+    end = length + k_new.shape[2]
+    ok = (
+        isinstance(out, tuple | list)
+        and len(out) == 2
+        and all(type(t) is torch.Tensor and t.shape[2:3] == (end,) for t in out)
+        and torch.equal(out[0][:, :, length:], k_new)
+        and torch.equal(out[1][:, :, length:], v_new)
+    )
+    if not ok:
+        return None
+    written = torch.equal(keys[:, :, length:end], k_new)
+    if not (written and torch.equal(values[:, :, length:end], v_new)):
+        return (
+            "the buffers were not written in place: after the call keys[:, :, length:length + T] "
+            "does not hold k_new. Write into the tensors you were given (keys[:, :, length:"
+            "length + T] = k_new), don't build new ones (torch.cat)"
+        )
+    for got, buffer in zip(out, (keys, values), strict=True):
+        if got.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr():
+            return (
+                "the result is a copy, not a view of the buffers: return keys[:, :, :length + T] "
+                "(slicing makes no copy; no .clone(), no torch.cat)"
+            )
+    over = keys.shape[2] - k_new.shape[2] + 1
+    try:
+        fn(keys, values, over, k_new, v_new)
+    except ValueError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
+        return (
+            f"no ValueError past max_len: with length {over} the {k_new.shape[2]} new tokens "
+            f"end past max_len {keys.shape[2]}, and it raised {type(exc).__name__} ({exc}). "
+            "Check length + T > max_len first and raise ValueError"
+        )
+    return (
+        f"no ValueError past max_len: with length {over} the {k_new.shape[2]} new tokens end "
+        f"past max_len {keys.shape[2]}, and it returned. Check length + T > max_len first and "
+        "raise ValueError"
+    )
+
+
+def inspect_cached_attention(fn, args, kwargs, out) -> str | None:
+    """cached_attention must leave the new keys and values in the cache's buffers."""
+    _, k_new, v_new, keys, values, length = args
+    end = length + k_new.shape[2]
+    if torch.equal(keys[:, :, length:end], k_new) and torch.equal(values[:, :, length:end], v_new):
+        return None
+    return (
+        "the cache buffers were not written: after the call keys[:, :, length:length + T] does "
+        "not hold k_new. Store the new keys and values with cache_write(keys, values, length, "
+        "k_new, v_new), into the buffers themselves, and attend over what it returns (no "
+        "torch.cat, no enlarged copy of the buffers)"
+    )
+
+
+def inspect_int_bytes(fn, args, kwargs, out) -> str | None:
+    """A byte count is an int: a float with the right value is reported as such."""
+    if type(out) is not float:
+        return None
+    config, seq_len, *rest = args
+    batch = rest[0] if rest else kwargs.get("batch_size", 1)
+    per = rest[1] if len(rest) > 1 else kwargs.get("bytes_per_element", 2)
+    c = config
+    want = 2 * c["n_layers"] * batch * c["n_kv_heads"] * seq_len * c["head_dim"] * per
+    if out != want:
+        return None
+    return (
+        f"returned a float, not an int: {out!r} bytes, where a number of bytes is a whole "
+        "number. Multiply integers only (no /, no float(), no math.pow)"
+    )

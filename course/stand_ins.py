@@ -96,7 +96,10 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
 
 def cache_write(keys, values, length, k_new, v_new):
     """Write `k_new`, `v_new` `(B, n_kv, T, d)` at positions `length ..` of the buffers `(B, n_kv,
-    max_len, d)` (index_copy_, in place); return positions `0 .. length + T - 1` of each."""
+    max_len, d)` (index_copy_, in place); return positions `0 .. length + T - 1` of each.
+    Raises ValueError past `max_len`."""
+    if length + k_new.shape[-2] > keys.shape[-2]:
+        raise ValueError(f"KV cache full: {length} + {k_new.shape[-2]} > {keys.shape[-2]}")
     index = torch.arange(length, length + k_new.shape[-2], device=keys.device)
     keys.index_copy_(2, index, k_new)
     values.index_copy_(2, index, v_new)

@@ -108,4 +108,22 @@ def test_an_unwritten_cache_is_reported_not_raised():
             raise NotImplementedError
 
     w = explorer(cache_class=Unwritten)
-    assert w.error and "not written yet" in w.error
+    assert w.error and "KVCache is not written yet" in w.error
+
+
+def test_an_unwritten_byte_formula_is_named_in_the_calculator():
+    def unwritten(config, seq_len, batch_size=1, bytes_per_element=2):
+        raise NotImplementedError
+
+    w = explorer(bytes_fn=unwritten)
+    assert w.error is None, w.error  # the speed view needs only the cache
+    w.view.value = "calculator"
+    assert w.error and "kv_cache_bytes is not written yet" in w.error
+
+
+def test_the_exactness_verdict_uses_the_notebooks_bound():
+    from course.widgets.kv_cache import EXACT
+
+    assert EXACT == 1e-5
+    w = explorer()
+    assert w.state["gap"] <= EXACT and "✔" in w.readout.value
