@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 
 import ipywidgets as W
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -48,6 +49,24 @@ def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return buffer.getvalue()
+
+
+class BadResult(Exception):
+    """A learner's function returned something an explorer cannot use or draw (the explorer's
+    words, not a crash of the learner's code): `Explorer.update` shows it as such."""
+
+
+def checked_tensor(value, what: str, shape: tuple | None = None) -> torch.Tensor:
+    """`value` itself, once it is a finite tensor (of `shape`, when given).
+
+    Raises `BadResult` naming `what` (the learner's function) otherwise."""
+    if not isinstance(value, torch.Tensor):
+        raise BadResult(f"your {what} returned a {type(value).__name__}, expected a torch.Tensor")
+    if shape is not None and tuple(value.shape) != shape:
+        raise BadResult(f"your {what} returned shape {tuple(value.shape)}, expected {shape}")
+    if not torch.isfinite(value.detach()).all():
+        raise BadResult(f"your {what} returned NaN or inf: nothing to draw")
+    return value
 
 
 class Explorer:
@@ -99,6 +118,8 @@ class Explorer:
         try:
             self.state = self.compute()
             self.error = None
+        except BadResult as exc:
+            self.state, self.error = {}, f"✘ {exc}"
         except NotImplementedError:
             self.state, self.error = {}, "Your function is not written yet (NotImplementedError)."
         except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything

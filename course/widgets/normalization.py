@@ -27,25 +27,11 @@ import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
 
-from course.widgets.base import CONTROL_STYLE, Explorer, _describe_exception, int_slider
+from course.widgets.base import CONTROL_STYLE, BadResult, Explorer, int_slider
+from course.widgets.base import checked_tensor as _checked
 
 D_MODEL, N_TOKENS, SIGMA = 64, 64, 0.5
 KINDS = ("pre-LN", "post-LN", "DeepNorm")
-
-
-class BadResult(Exception):
-    """A learner's function returned something this explorer cannot use (its words, not a crash
-    of the learner's code)."""
-
-
-def _checked(value, what: str, shape: tuple) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise BadResult(f"your {what} returned a {type(value).__name__}, expected a torch.Tensor")
-    if tuple(value.shape) != shape:
-        raise BadResult(f"your {what} returned shape {tuple(value.shape)}, expected {shape}")
-    if not torch.isfinite(value.detach()).all():
-        raise BadResult(f"your {what} returned NaN or inf: nothing to draw")
-    return value
 
 
 class NormalizationExplorer(Explorer):
@@ -74,19 +60,6 @@ class NormalizationExplorer(Explorer):
             "pre-LN law 1 + l/2.</small>"
         )
         return [self.depth, self.kind, help_text]
-
-    def update(self) -> None:
-        """As the base class, but a result the explorer cannot use is named as such."""
-        self.updates += 1
-        try:
-            self.state, self.error = self.compute(), None
-        except BadResult as exc:
-            self.state, self.error = {}, f"✘ {exc}"
-        except NotImplementedError:
-            self.state, self.error = {}, "Your function is not written yet (NotImplementedError)."
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-            self.state, self.error = {}, _describe_exception(exc)
-        self._render()
 
     # ---------------------------------------------------------------- compute
 

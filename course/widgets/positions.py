@@ -29,8 +29,9 @@ from matplotlib.figure import Figure
 
 from course.widgets.base import (
     CONTROL_STYLE,
+    BadResult,
     Explorer,
-    _describe_exception,
+    checked_tensor,
     choice_slider,
     int_slider,
 )
@@ -41,20 +42,8 @@ GAP_OK = 1e-8  # float64 scores at the two offsets agree to this when RoPE is re
 VIEWS = ("table", "pair", "score", "alibi")
 
 
-class BadResult(Exception):
-    """A learner's function returned something this explorer cannot draw (its words, not a
-    crash of the learner's code)."""
-
-
 def _tensor(value, what: str, shape: tuple | None = None) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise BadResult(f"your {what} returned a {type(value).__name__}, expected a torch.Tensor")
-    if shape is not None and tuple(value.shape) != shape:
-        raise BadResult(f"your {what} returned shape {tuple(value.shape)}, expected {shape}")
-    out = value.detach().to(torch.float64)
-    if not torch.isfinite(out).all():
-        raise BadResult(f"your {what} returned NaN or inf: nothing to draw")
-    return out
+    return checked_tensor(value, what, shape).detach().to(torch.float64)
 
 
 def _pair(value, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,21 +88,11 @@ class PositionsExplorer(Explorer):
     }
 
     def update(self) -> None:
-        """As the base class, but a result the explorer cannot use is named as such, not as an
-        exception the learner's function raised."""
-        self.updates += 1
+        """As the base class, with the controls the current view does not read disabled."""
         used = self.USES.get(self.view.value, set(self.USES["pair"]) | {"heads"})
         for name in ("position", "pair_index", "theta", "layout", "heads"):
             getattr(self, name).disabled = name not in used
-        try:
-            self.state, self.error = self.compute(), None
-        except BadResult as exc:
-            self.state, self.error = {}, f"✘ {exc}"
-        except NotImplementedError:
-            self.state, self.error = {}, "Your function is not written yet (NotImplementedError)."
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-            self.state, self.error = {}, _describe_exception(exc)
-        self._render()
+        super().update()
 
     def controls(self):
         self.view = W.ToggleButtons(
