@@ -32,6 +32,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from autograder.grading import (
 from autograder.results import GradingResult
 
 _PLANS: dict = {}
+log = logging.getLogger(__name__)
 
 
 def _install_plans(pickled_plans: bytes) -> None:
@@ -64,12 +66,16 @@ def _grade_in_worker(job: Job, settings: Settings, seed: int) -> GradingResult:
 
 
 class LocalExecutor:
-    """Jobs on this machine: sequentially (workers <= 1) or in a forkserver process pool."""
+    """Jobs on this machine: sequentially (workers <= 1) or in a forkserver process pool.
+
+    A pool worker that dies costs no submission: the jobs it broke are graded again in a new
+    pool, `pool_retries` times, and then reported with the reason."""
 
     sandbox_on_workers = False  # the coordinator's own sandbox check covers its workers
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, pool_retries: int = 1):
         self.workers = max(1, int(workers))
+        self.pool_retries = max(0, int(pool_retries))  # new pools after a worker died
 
     def run(
         self, jobs: list[Job], settings: Settings, plans: dict, seed: int
@@ -84,6 +90,28 @@ class LocalExecutor:
                 except Exception as exc:  # noqa: BLE001 - one bad job must not stop the class
                     yield job, failed_job(job, settings, exc, seed)
             return
+        pending = list(jobs)
+        for attempt in range(1 + self.pool_retries):
+            broken: list[Job] = []
+            for job, outcome in self._run_pool(pending, settings, plans, seed):
+                if isinstance(outcome, BrokenProcessPool) and attempt < self.pool_retries:
+                    broken.append(job)
+                elif isinstance(outcome, BaseException):
+                    yield job, failed_job(job, settings, outcome, seed)
+                else:
+                    yield job, outcome
+            if not broken:
+                return
+            log.warning("a grading worker died; grading %d job(s) again in a new pool", len(broken))
+            pending = broken
+
+    def _run_pool(
+        self, jobs: list[Job], settings: Settings, plans: dict, seed: int
+    ) -> Iterator[tuple[Job, GradingResult | BaseException]]:
+        """One process pool over `jobs`: (job, result) or (job, the exception it ended with).
+
+        A worker that dies (killed from outside, out of host memory) breaks the whole pool, and
+        every job not yet finished then ends with `BrokenProcessPool`."""
         # forkserver, not fork: forking a process whose torch thread pools are running can
         # deadlock the child on a lock another thread held at the moment of the fork.
         context = multiprocessing.get_context("forkserver")
@@ -99,11 +127,10 @@ class LocalExecutor:
         with pool:
             futures = {pool.submit(_grade_in_worker, job, settings, seed): job for job in jobs}
             for future in as_completed(futures):
-                job = futures[future]
                 try:
-                    yield job, future.result()
-                except Exception as exc:  # noqa: BLE001
-                    yield job, failed_job(job, settings, exc, seed)
+                    yield futures[future], future.result()
+                except Exception as exc:  # noqa: BLE001 - one bad job must not stop the class
+                    yield futures[future], exc
 
 
 # ---------------------------------------------------------------- Dask distributed

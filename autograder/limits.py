@@ -175,6 +175,8 @@ class Cgroups:
             (self.dirs["memory"] / "memory.max").write_text(str(memory_bytes))
             with contextlib.suppress(OSError):
                 (self.dirs["memory"] / "memory.swap.max").write_text("0")
+            with contextlib.suppress(OSError):  # one OOM kill ends the whole submission at once
+                (self.dirs["memory"] / "memory.oom.group").write_text("1")
             (self.dirs["pids"] / "pids.max").write_text(str(processes))
             return
         (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory_bytes))

@@ -18,10 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from autograder import grading, sandbox
+from autograder import grading, limits, sandbox
 from autograder.__main__ import main as cli
 from autograder.executors import DaskExecutor, GradingProgress, parse_scheduler
 from autograder.lesson import load_lesson
@@ -178,7 +179,8 @@ def test_a_class_gets_the_same_scores_on_dask_as_on_the_process_pool(course, tmp
     settings = grading.Settings(root=tmp_path / "pool", limits=LIMITS, seed=SEED)
     in_pool = grading.grade(tmp_path / "pool", [LESSON], workers=2, settings=settings)
 
-    assert scores(on_dask) == scores(in_pool)
+    reasons = {r.reason for r in on_dask + in_pool if r.status == "error"}
+    assert scores(on_dask) == scores(in_pool), f"the grader's own failures: {reasons}"
     assert set(scores(on_dask)) == set(kinds)
     by_student = {r.student: r for r in on_dask}
     full = by_student["s000"].max_score
@@ -301,3 +303,60 @@ def test_a_worker_killed_mid_job_costs_no_submission(cluster, course, tmp_path, 
     else:
         assert slowpoke.status == "error" and slowpoke.score == 0
         assert "died" in slowpoke.reason and killed[0] in slowpoke.reason
+
+
+# ---------------------------------------------------------------- the process pool loses a worker
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _kill_pool_worker_running(student: str, killed: list, stop: threading.Event) -> None:
+    """Kill (SIGKILL) the process-pool worker whose sandbox grades `student`, a few seconds in.
+
+    The worker is the ancestor of that sandbox whose parent is the pool's fork server, a child
+    of this process (a worker, forked by the server, has the server's command line)."""
+    me = os.getpid()
+    while not stop.is_set():
+        parents = limits._parents()
+        for pid in parents:
+            if f"/{student}".encode() in _cmdline(pid):
+                while pid in parents and parents.get(parents[pid]) != me:
+                    pid = parents[pid]
+                if pid in parents and b"forkserver" in _cmdline(parents[pid]):
+                    time.sleep(4)  # inside the kernel by now (the notebook sleeps for 15 s)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+        time.sleep(0.2)
+
+
+@needs_sandbox
+def test_a_pool_worker_killed_mid_job_costs_no_submission(course, tmp_path):
+    slow = with_cell(
+        SOLUTION, "softmax", f"{_answer(SOLUTION, 'softmax')}\nimport time\ntime.sleep(15)"
+    )
+    notebooks = {"slowpoke": slow, "a": signed(SOLUTION, "a"), "b": BLANK}
+    _small_class(course(tmp_path), notebooks)
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_pool_worker_running, args=("slowpoke", killed, stop))
+    killer.start()
+    try:
+        results = grading.grade(
+            tmp_path, [LESSON], workers=2, settings=grading.Settings(tmp_path, LIMITS)
+        )
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == 1
+    by_student = {r.student: r for r in results}
+    assert len(results) == len(by_student) == len(notebooks)  # each once, none lost
+    full = by_student["a"].max_score
+    assert by_student["slowpoke"].status == "graded", by_student["slowpoke"].reason
+    assert by_student["slowpoke"].score == by_student["a"].score == full
+    assert by_student["b"].score == 0

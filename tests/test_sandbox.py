@@ -325,16 +325,25 @@ def test_the_job_folder_keeps_nothing_of_the_run(inside):
 
 # ---------------------------------------------------------------- limits on the whole tree
 
+# Each child reports on a pipe once its 512 MiB are touched; the parent counts the reports, so
+# one child killed by the OOM killer (which ends only that one) cannot look like success.
 TWELVE_CHILDREN = """
 import os, time
+read_end, write_end = os.pipe()
 for _ in range(12):
     if os.fork() == 0:
+        os.close(read_end)
         block = bytearray(512 * 2**20)
         block[::4096] = b"x" * len(block[::4096])
+        os.write(write_end, b"+")
         time.sleep(120)
         os._exit(0)
-os.wait()
-print("all children allocated")
+os.close(write_end)
+reports = b""
+while len(reports) < 12 and (more := os.read(read_end, 12)):
+    reports += more
+if len(reports) == 12:
+    print("all children allocated")
 """
 FORK_BOMB = """
 import os, time
