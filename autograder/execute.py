@@ -30,7 +30,6 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from autograder import sandbox
 from autograder.judge import RESULTS_MIME
 
 PREAMBLE = "import autograder.judge  # the grader's recorder, imported before any learner code\n"
@@ -121,16 +120,16 @@ def _cell_status(cell) -> tuple[str, str]:
     return "ok", ""
 
 
-def _client(nb, workdir: Path, wrapper: list[str], limits, before_start=None):
+def _client(nb, workdir: Path, sockets: Path, wrapper: list[str], limits, before_start=None):
     cell_timeout, output_bytes = limits.cell_timeout_s, limits.cell_output_bytes
     hooks = {"wrapper": list(wrapper), "before_start": staticmethod(before_start)}
     manager_class = type("JobKernelManager", (WrappedKernelManager,), hooks)
     km = manager_class(
         kernel_name="python3",
         transport="ipc",
-        # Sockets in a folder of their own: the only part of the job folder on the host
-        # that the sandboxed kernel can write to.
-        ip=str(sandbox.socket_dir(workdir) / "kernel"),
+        # Sockets in a short folder of their own (`Sandbox.sockets`): the only host folder the
+        # sandboxed kernel can write to.
+        ip=str(sockets / "kernel"),
         connection_file=str(workdir / ".kernel.json"),
     )
     timeout_error = {
@@ -287,12 +286,16 @@ def execute(
     limits,
     wrapper: list[str],
     env: dict,
+    *,
+    sockets: Path,
     before_start: Callable[[], None] | None = None,
 ) -> dict:
     """Run `nb` in place (outputs are added to it) and return what happened, cell by cell.
 
-    `before_start` runs before the kernel starts and before each restart."""
-    client = _client(nb, workdir, wrapper, limits, before_start)
+    `sockets`: an existing folder for the kernel's IPC sockets, short enough for a socket's
+    path (`sandbox.new_socket_dir`). `before_start` runs before the kernel starts and before
+    each restart."""
+    client = _client(nb, workdir, sockets, wrapper, limits, before_start)
     report = {"cells": [], "kernel_died": False, "timed_out": False, "started": time.time()}
     # A thread of its own: the caller may already run an event loop (a notebook, a test
     # session that used Playwright), and asyncio.run refuses to nest.

@@ -275,7 +275,13 @@ def _run_sandboxed(merged, workdir: Path, settings: Settings) -> tuple[dict, str
     )
     with box:  # the kernel's lifetime: whole-submission limits, then cleaning
         execution = execute(
-            merged, workdir, settings.limits, box.wrapper, box.env, before_start=box.reopen_sockets
+            merged,
+            workdir,
+            settings.limits,
+            box.wrapper,
+            box.env,
+            sockets=box.sockets,
+            before_start=box.reopen_sockets,
         )
     box.annotate(execution)  # limit_hit (a message for the student), limits_by
     return execution, box.isolation

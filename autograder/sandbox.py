@@ -14,9 +14,11 @@ What the sandbox guarantees (see the README's "The sandbox" for the instructor's
   `solutions/`, `tests/`, `.git`, the hidden-test registry, the grading folder, other
   checkouts, /home, /root, /var, /run or /sys.
 - **Writable**: a private tmpfs at the job's folder path (the kernel's cwd and HOME),
-  /tmp and /dev/shm, each capped at `Limits.disk_bytes`; and one host folder, the job's
-  `ipc/` (the kernel's Jupyter sockets). What hidden cells record travels back as a cell
-  output over those sockets; the probes they run are in `probes/`, read-only.
+  /tmp and /dev/shm, each capped at `Limits.disk_bytes`; and one host folder, the kernel's
+  Jupyter sockets (`Sandbox.sockets`, a short folder under /tmp: a socket's path is
+  limited to 107 bytes, a job folder's is not), sealed once the kernel listens. What hidden
+  cells record travels back as a cell output over those sockets; the probes they run are in
+  `probes/`, read-only.
 - **Unreachable**: the network (a new network namespace: no interfaces but loopback, no
   abstract Unix sockets of the host) and every host socket file (none is bound).
 - **A cleared environment** plus `ENV_ALLOW`; the sandbox's own command line travels in
@@ -35,6 +37,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -99,9 +102,22 @@ class SandboxUnavailable(RuntimeError):
 # ---------------------------------------------------------------- what the kernel sees
 
 
-def socket_dir(workdir: Path) -> Path:
-    """The host folder holding the kernel's Jupyter IPC sockets (writable by the kernel)."""
-    return workdir / "ipc"
+# A Unix socket's path has at most 107 bytes (sun_path), and ZeroMQ fails with "File name too
+# long" past it: a job folder under a deep grading root would break every kernel. So the
+# sockets live in a short folder of their own under /tmp, whatever the root.
+SOCKET_BASE = "/tmp"
+SOCKET_PATH_MAX = 107
+
+
+def new_socket_dir() -> Path:
+    """A fresh, unpredictable path for one kernel's Jupyter IPC sockets (not yet created).
+
+    Raises `SandboxUnavailable` when even that path would be too long for a socket."""
+    base = SOCKET_BASE if os.path.isdir(SOCKET_BASE) else tempfile.gettempdir()
+    folder = Path(base) / f"autograder-ipc-{secrets.token_hex(8)}"
+    if len(os.fsencode(folder / "kernel-65535")) > SOCKET_PATH_MAX:
+        raise SandboxUnavailable(f"no short folder for the kernel's sockets here ({folder})")
+    return folder
 
 
 def kernel_env(workdir: Path, threads: int = 1, seed: int | None = None) -> dict[str, str]:
@@ -250,6 +266,8 @@ class Sandbox:
             str(self.control / "spec.json"),
             "--",
         ]
+        # The kernel's sockets: the one host folder it may write to (until sealed).
+        self.sockets = new_socket_dir()
         self.cgroups: Cgroups | None = None
         self.cgroup_problem = ""
         self.limit_hit: LimitHit | None = None
@@ -309,7 +327,7 @@ class Sandbox:
         binds = system + _course_view() + _identity_files(self.control, self.workdir)
         binds += [
             ["ro", str(self.workdir / "probes"), str(self.workdir / "probes")],
-            ["rw", str(socket_dir(self.workdir)), str(socket_dir(self.workdir))],
+            ["rw", str(self.sockets), str(self.sockets)],
         ]
         tail = ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", work, "--clearenv"]
         for key, value in sorted(self.env.items()):
@@ -329,12 +347,10 @@ class Sandbox:
         if self.control.exists():
             shutil.rmtree(self.control)
         self.control.mkdir(mode=0o700)
-        for folder in (self.workdir / "probes", socket_dir(self.workdir)):
-            folder.mkdir(exist_ok=True)
+        (self.workdir / "probes").mkdir(exist_ok=True)
+        self.sockets.mkdir(mode=0o700)  # never an existing folder: someone else's
         if self.host_id is not None:
-            folder = socket_dir(self.workdir)
-            os.chown(folder, self.host_id, self.host_id, follow_symlinks=False)
-            os.chmod(folder, 0o700)
+            os.chown(self.sockets, self.host_id, self.host_id, follow_symlinks=False)
 
     def __enter__(self) -> Sandbox:
         self._prepare_folders()
@@ -363,7 +379,7 @@ class Sandbox:
         """
         if self._sealed:
             return
-        folder = socket_dir(self.workdir)
+        folder = self.sockets
         try:
             modes = [e.stat(follow_symlinks=False).st_mode for e in os.scandir(folder)]
             sockets = [m for m in modes if stat.S_ISSOCK(m)]
@@ -382,7 +398,7 @@ class Sandbox:
         """
         if self.host_id is None or not self._sealed:
             return
-        folder = socket_dir(self.workdir)
+        folder = self.sockets
         for entry in os.scandir(folder):
             _remove(entry.path)
         os.chown(folder, self.host_id, self.host_id, follow_symlinks=False)
@@ -395,7 +411,7 @@ class Sandbox:
             self._supervisor.kill()
         if self.cgroups is not None:
             self.cgroups.destroy()
-        clean(self.workdir)
+        clean(self.workdir, self.sockets)
 
     def annotate(self, execution: dict) -> None:
         """Add to an execution report how limits were enforced and which one was hit."""
@@ -459,12 +475,12 @@ def _remove(path: str) -> None:
             os.unlink(path)
 
 
-def clean(workdir: Path) -> None:
+def clean(workdir: Path, sockets: Path) -> None:
     """After the kernel ended: drop its sockets and the launcher's files. Nothing the
     sandbox wrote outlives the run (its other writable places were tmpfs mounts); no
     symbolic link is ever followed.
     """
-    _remove(str(socket_dir(workdir)))
+    _remove(str(sockets))
     _remove(str(workdir / ".sandbox"))
 
 

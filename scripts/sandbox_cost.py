@@ -45,25 +45,25 @@ def old_wrapper(workdir: Path, lim: sandbox.Limits) -> list[str]:
 
 @contextmanager
 def job(kind: str, lim: sandbox.Limits):
-    """(workdir, wrapper, env, context) for one run with the `kind` wrapper."""
+    """(workdir, wrapper, env, context, sockets folder) for one run with the `kind` wrapper."""
     tmp = Path(tempfile.mkdtemp(prefix="sandbox-cost-"))
     workdir = tmp / "job"
     (workdir / "probes").mkdir(parents=True)
     (workdir / "results").mkdir()
     try:
         if kind == "old":
-            sandbox.socket_dir(workdir).mkdir()
+            (workdir / "ipc").mkdir()
             env = {**os.environ, **sandbox.kernel_env(workdir)}
-            yield workdir, old_wrapper(workdir, lim), env, nullcontext()
+            yield workdir, old_wrapper(workdir, lim), env, nullcontext(), workdir / "ipc"
         else:
             box = sandbox.prepare(workdir, lim)
-            yield workdir, box.wrapper, box.env, box
+            yield workdir, box.wrapper, box.env, box, box.sockets
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def time_python(kind: str, lim: sandbox.Limits) -> float:
-    with job(kind, lim) as (workdir, wrapper, env, ctx):
+    with job(kind, lim) as (workdir, wrapper, env, ctx, _):
         start = time.perf_counter()  # the sandbox's set-up and cleaning included
         with ctx:
             cmd = [*wrapper, sys.executable, "-c", "pass"]
@@ -74,10 +74,10 @@ def time_python(kind: str, lim: sandbox.Limits) -> float:
 def time_notebook(kind: str, lim: sandbox.Limits) -> float:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 21"), nbformat.v4.new_code_cell("print(x * 2)")]
-    with job(kind, lim) as (workdir, wrapper, env, ctx):
+    with job(kind, lim) as (workdir, wrapper, env, ctx, sockets):
         start = time.perf_counter()
         with ctx:
-            report = execute(nb, workdir, lim, wrapper, env)
+            report = execute(nb, workdir, lim, wrapper, env, sockets=sockets)
         elapsed = time.perf_counter() - start
     if [c["status"] for c in report["cells"]] != ["ok", "ok"]:
         raise RuntimeError(f"{kind}: the notebook did not run: {report}")

@@ -33,10 +33,16 @@ needs_root = pytest.mark.skipif(
 SECRET = f"instructor-secret-{uuid.uuid4().hex}"
 
 
+SOCKETS = "@SOCKETS@"  # in code run by `run_inside`: the sandbox's socket folder
+
+
 def run_inside(workdir: Path, code: str, lim: sandbox.Limits | None = None, timeout: int = 300):
-    """Run `code` in a fresh sandbox for the job folder `workdir`; (process, sandbox)."""
+    """Run `code` in a fresh sandbox for the job folder `workdir`; (process, sandbox).
+
+    `SOCKETS` in `code` stands for the sandbox's socket folder (a random path)."""
     (workdir / "probes").mkdir(parents=True, exist_ok=True)
     box = sandbox.prepare(workdir, lim or sandbox.Limits())
+    code = code.replace(SOCKETS, str(box.sockets))
     env = {**os.environ, "INSTRUCTOR_TOKEN": SECRET, **box.env}  # the worst case
     with box:
         proc = subprocess.run(
@@ -183,7 +189,7 @@ def inside(tmp_path_factory):
             "/tmp/x",
             "/dev/shm/x",
             str(workdir / "x"),
-            str(workdir / "ipc" / "x"),
+            f"{SOCKETS}/x",
         ]
         targets = {
             "unix": str(listeners["unix_path"]),
@@ -275,10 +281,13 @@ def test_only_the_scratch_folders_and_the_socket_folder_are_writable(inside):
     workdir = inside["workdir"]
     scratch = {"/tmp/x", "/dev/shm/x", str(workdir / "x")}
     assert scratch <= writable
-    # ipc/ is the kernel's until it listens; the grader seals it then (root only). A checkout
-    # under /tmp (a CI clone) has its bound files' folders inside the private /tmp tmpfs:
-    # writable there, but only in the sandbox's own memory, never on the host.
-    others = writable - scratch - {str(workdir / "ipc/x")}
+    # The socket folder is the kernel's until it listens; the grader seals it then (root
+    # only). A checkout under /tmp (a CI clone) has its bound files' folders inside the
+    # private /tmp tmpfs: writable there, but only in the sandbox's own memory.
+    sockets = inside["box"].sockets
+    assert f"{sockets}/x" in writable
+    assert not sockets.exists(), "the socket folder outlived the run"
+    others = writable - scratch - {f"{sockets}/x"}
     assert all(p.startswith("/tmp/") for p in others), others
     assert not [p for p in others if Path(p).exists()], "a sandbox write reached the host"
 
@@ -514,6 +523,27 @@ def test_cgroup_v2_files_are_written_and_read(tmp_path):
 
 
 @needs_sandbox
+def test_a_kernel_starts_in_a_job_folder_too_deep_for_a_socket_path(tmp_path):
+    """A Unix socket's path is at most 107 bytes; a grading root's is not (a CI checkout's
+    pytest folders, an instructor's deep course folder)."""
+    from autograder.execute import execute
+
+    workdir = tmp_path / ("deep-" * 12) / ("folder-" * 12) / "work" / "01-softmax" / "s001"
+    (workdir / "probes").mkdir(parents=True)
+    assert len(str(workdir / "ipc" / "kernel-4")) > sandbox.SOCKET_PATH_MAX
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    lim = sandbox.Limits()
+    box = sandbox.prepare(workdir, lim)
+    with box:
+        report = execute(nb, workdir, lim, box.wrapper, box.env, sockets=box.sockets)
+    assert not report.get("startup_error"), report["startup_error"]
+    assert [c["status"] for c in report["cells"]] == ["ok"]
+    assert nb.cells[0].outputs[0]["text"] == "42\n"
+    assert not box.sockets.exists()
+
+
+@needs_sandbox
 def test_a_notebook_runs_in_the_sandbox_and_a_limit_hit_is_reported(tmp_path):
     from autograder.execute import PREAMBLE, execute
 
@@ -534,7 +564,7 @@ def test_a_notebook_runs_in_the_sandbox_and_a_limit_hit_is_reported(tmp_path):
     ]
     box = sandbox.prepare(workdir, lim)
     with box:
-        report = execute(nb, workdir, lim, box.wrapper, box.env)
+        report = execute(nb, workdir, lim, box.wrapper, box.env, sockets=box.sockets)
     box.annotate(report)
     assert box.isolation == "bubblewrap" and report["limits_by"] == box.limits_by
     assert nb.cells[1].outputs[0]["text"] == f"{sandbox.INSIDE_ID} True\n"
@@ -604,7 +634,7 @@ def test_the_socket_folder_is_taken_back_once_the_kernel_listens(tmp_path):
     would then connect to."""
     code = """
 import os, socket, time
-folder = os.path.join(os.environ["AUTOGRADER_RECORD_DIR"], "ipc")
+folder = "@SOCKETS@"
 listening = []
 for port in range(1, 6):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
