@@ -12,9 +12,10 @@ ARGS   ?=
 LAB_ROOT ?= course
 PYTEST_ARGS ?=
 # Test files run side by side (pytest-xdist), a whole file per worker: files that share a
-# session's graded class keep it to one worker. Most of the suite waits on kernels, sandboxes
-# and a browser, so two workers help even on two cores. `make test TEST_WORKERS=0` runs serially.
-TEST_WORKERS ?= auto
+# session's graded class keep it to one worker. A third of the suite's time on two cores is
+# spent waiting (timeouts, sleeps, a browser, kernels starting), so one worker more than the
+# cores (at most 4) keeps both busy. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
 
 .PHONY: setup system-deps lab test release grade train bench lint format clean
 

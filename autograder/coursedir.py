@@ -60,8 +60,13 @@ def create(root: Path | str, lessons: list[str], extra_config: str = "") -> Cour
     config = CONFIG_TEMPLATE.format(root=str(course.root), extra=extra_config)
     config += f"c.CourseDirectory.db_url = {course.db_url!r}\n"
     (course.root / "nbgrader_config.py").write_text(config)
-    for lesson in lessons:
-        nbgrader(course, "generate_assignment", lesson, "--force")
+    present = {p.name for p in (course.root / "solutions").iterdir() if p.is_dir()}
+    if len(lessons) > 1 and present == set(lessons):
+        # One nbgrader process for all of them: each start costs seconds of imports.
+        nbgrader(course, "generate_assignment", "*", "--force")
+    else:
+        for lesson in lessons:
+            nbgrader(course, "generate_assignment", lesson, "--force")
     return course
 
 

@@ -73,24 +73,26 @@ def with_mistakes(solution, mutants: dict, mistakes: list[str]) -> nbformat.Note
     return nb
 
 
-def autograde(
-    root: Path, lesson: str, name: str, submissions: dict, extra_config: str = ""
-) -> dict:
-    """Grade {student: notebook} with nbgrader in one run; {student: {grade_id: score}}."""
-    from autograder import coursedir
+def autograde(root: Path, submissions: dict[str, dict], extra_config: str = "") -> dict:
+    """Grade {lesson: {student: notebook}} with plain nbgrader, in one `nbgrader autograde`
+    run for all lessons (each nbgrader start costs seconds); {lesson: {student: {grade_id:
+    score}}}."""
+    from autograder import coursedir, lesson
 
-    course = coursedir.create(root, [lesson], extra_config=extra_config)
-    for student, nb in submissions.items():
-        path = save(nb, root / "work" / student / f"{name}.ipynb")
-        coursedir.submit(course, student, lesson, path)
+    course = coursedir.create(root, list(submissions), extra_config=extra_config)
+    count = 0
+    for name, by_student in submissions.items():
+        notebook = lesson.notebook_path(lesson.load_lesson(name)).name
+        for student, nb in by_student.items():
+            path = save(nb, root / "work" / student / name / notebook)
+            coursedir.submit(course, student, name, path)
+            count += 1
     start = time.perf_counter()
-    coursedir.nbgrader(course, "autograde", lesson, "--force", timeout=900)
+    pattern = next(iter(submissions)) if len(submissions) == 1 else "*"
+    coursedir.nbgrader(course, "autograde", pattern, "--force", timeout=1800)
     elapsed = time.perf_counter() - start
-    print(
-        f"\nautograde: {len(submissions)} notebooks in {elapsed:.1f} s "
-        f"({elapsed / len(submissions):.1f} s per notebook)"
-    )
-    return coursedir.scores(course, lesson)
+    print(f"\nautograde: {count} notebooks in {elapsed:.1f} s ({elapsed / count:.1f} s each)")
+    return {name: coursedir.scores(course, name) for name in submissions}
 
 
 def notebook_namespace(

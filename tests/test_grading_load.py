@@ -56,6 +56,15 @@ def partly_wrong(names: list[str]):
     return nb
 
 
+def hostile(attack: int):
+    """The solution with attack number `attack` in a cell of its own, at a place of its own
+    (students who hand in the same attack share one execution, as copies do)."""
+    nb = nbformat.from_dict(SOLUTION)
+    where = 3 + (attack * 7) % (len(nb.cells) - 3)
+    nb.cells.insert(where, nbformat.v4.new_code_cell(HOSTILE[attack]))
+    return nb
+
+
 def build_class(root, rng: random.Random) -> dict[str, str]:
     """Writes 200 submissions; returns student -> the kind of submission."""
     kinds: dict[str, str] = {}
@@ -87,10 +96,7 @@ def build_class(root, rng: random.Random) -> dict[str, str]:
         elif kind == "hostile":
             attack = rng.randrange(len(HOSTILE))
             kinds[student] = f"hostile-{attack}"
-            cell = nbformat.v4.new_code_cell(HOSTILE[attack])
-            nb = nbformat.from_dict(SOLUTION)
-            nb.cells.insert(rng.randrange(3, len(nb.cells)), cell)
-            save(nb, folder / f"{NB}.ipynb")
+            save(hostile(attack), folder / f"{NB}.ipynb")
         elif kind == "wrong-name":
             save(SOLUTION, folder / f"my_{NB}_final.ipynb")
     return kinds

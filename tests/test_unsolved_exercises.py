@@ -15,6 +15,7 @@ from nbclient.exceptions import CellExecutionError
 
 import course
 from course import checks, unsolved
+from tests.e2e.jupyterlab import DRAWS
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = sorted((REPO / "course").glob("[0-9][0-9]-*/*.ipynb"))
@@ -78,6 +79,14 @@ def test_blank_lesson_stops_at_the_first_exercise_with_one_clear_message(path):
         if c.cell_type == "code" and c.get("execution_count")
     ]
     assert not later, f"cells {later} ran after the first unsolved exercise"
+    blank = [
+        i
+        for i, c in enumerate(nb.cells[:index])
+        if c.cell_type == "code"
+        and DRAWS.search(c.source)
+        and not any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {}))
+    ]
+    assert not blank, f"cells {blank} draw with pyplot but show no image"
 
 
 HANDLER_CELLS = [
