@@ -79,26 +79,30 @@ class Case:
 
 
 def abbrev(value: Any, max_chars: int = _MAX_CHARS) -> str:
-    """A short, readable description of a tensor, array, number or container."""
+    """A short, readable description of a tensor, array, number or container: at most about
+    `max_chars` characters whatever it holds (a tuple of six big tensors included)."""
     if isinstance(value, torch.Tensor):
-        body = _short_repr(value.detach().cpu())
+        body = _short_repr(value.detach().cpu(), max_chars)
         return f"{body}  ({str(value.dtype).replace('torch.', '')}, shape {tuple(value.shape)})"
     if isinstance(value, np.ndarray):
-        return f"{_short_repr(value)}  ({value.dtype}, shape {value.shape})"
+        return f"{_short_repr(value, max_chars)}  ({value.dtype}, shape {value.shape})"
     if isinstance(value, tuple | list) and value and len(value) <= 6:
-        return "(" + ", ".join(abbrev(v, max_chars // 2) for v in value) + ")"
-    text = repr(value)
+        share = max(24, max_chars // len(value))
+        return _cut("(" + ", ".join(abbrev(v, share) for v in value) + ")", max_chars + 60)
+    return _cut(repr(value), max_chars)
+
+
+def _cut(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
-def _short_repr(array) -> str:
+def _short_repr(array, max_chars: int = _MAX_CHARS) -> str:
     if isinstance(array, torch.Tensor):
         half = array.dtype in (torch.float16, torch.bfloat16)
         array = (array.float() if half else array).numpy()
     with np.printoptions(precision=4, threshold=12, edgeitems=3, linewidth=100):
         text = str(np.asarray(array))
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_CHARS else text[: _MAX_CHARS - 3] + "..."
+    return _cut(" ".join(text.split()), max_chars)
 
 
 def _plain(value: Any) -> Any:

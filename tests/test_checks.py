@@ -87,6 +87,13 @@ def test_works_in_plain_python():
     assert out.stdout.strip() == "✔ plain: all 1 checks passed"
 
 
+def test_abbrev_keeps_a_tuple_of_big_tensors_short():
+    big = torch.randn(8, 4, 64, 16)
+    text = checks.abbrev((big, big * 2, big.half(), big.numpy(), list(range(500)), "x" * 900))
+    assert len(text) <= checks._MAX_CHARS + 60, len(text)
+    assert text.startswith("(") and "float16" in text
+
+
 def test_abbrev_keeps_big_tensors_short():
     text = checks.abbrev(torch.arange(10_000.0))
     assert len(text) < 200 and "shape (10000,)" in text
