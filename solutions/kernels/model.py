@@ -180,14 +180,16 @@ class TransformerLM(Module):
 
     def rope_tables(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE's `(cos, sin)`, each `(end - start, head_dim / 2)`, for positions `start .. end -
-        1`: rows of the precomputed tables, or computed afresh past `context_length` (a cache may
-        be longer than the context)."""
+        1`: rows of the precomputed tables. A cache may be longer than `context_length`: past
+        the tables' end they are recomputed once, at least twice as long, so that each later
+        cached step still slices a row instead of redoing the trigonometry."""
         cos, sin = self.rope_cos, self.rope_sin
-        if end <= cos.shape[0]:
-            return cos[start:end], sin[start:end]
-        c = self.config
-        positions = torch.arange(start, end, device=cos.device)
-        return rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=cos.dtype)
+        if end > cos.shape[0]:
+            c = self.config
+            positions = torch.arange(max(end, 2 * cos.shape[0]), device=cos.device)
+            cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=cos.dtype)
+            self.rope_cos, self.rope_sin = cos, sin  # still non-persistent buffers
+        return cos[start:end], sin[start:end]
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `max_len` positions, on this model's device and dtype."""

@@ -14,7 +14,7 @@ from course.lm.sample import generate
 from solutions.kernels.blocks import GELUFeedForward, gelu_ffn
 from solutions.kernels.model import TransformerLM, sample_next_token
 from solutions.kernels.norms import LayerNorm, RMSNorm
-from solutions.kernels.positions import interleaved_to_half_split
+from solutions.kernels.positions import interleaved_to_half_split, rope_cos_sin
 
 POSITIONALS = ["rope", "sinusoidal", "learned", "alibi", "none"]
 
@@ -131,6 +131,13 @@ def test_positions_beyond_the_context_are_refused_for_tabulated_schemes():
     idx = tokens(1, 12)
     assert short(idx).shape == (1, 12, 50)
     torch.testing.assert_close(short(idx), long(idx))
+    # ... once: the grown tables are kept (not saved), and a cache past the context reads them.
+    assert short.rope_cos.shape[0] >= 16 and "rope_cos" not in short.state_dict()
+    cache = short.new_cache(1, 40)
+    stepped = torch.cat([short(idx[:, i : i + 1], cache=cache) for i in range(12)], dim=1)
+    torch.testing.assert_close(stepped, long(idx), atol=1e-5, rtol=1e-5)
+    fresh = rope_cos_sin(torch.arange(short.rope_cos.shape[0]), short.config.head_dim)
+    torch.testing.assert_close(short.rope_cos, fresh[0], atol=0, rtol=0)
 
 
 def test_generate_shapes_sampling_options_and_determinism():
