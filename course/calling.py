@@ -15,7 +15,9 @@ Around every call `call_function` also:
 - counts calls of the learner functions named in `must_call` (an exercise that teaches an
   algorithm checks that the algorithm was used);
 - watches for forbidden built-ins at the ATen level (`ForbiddenOps`), whatever Python name
-  reached them, and optionally records every ATen operation (`trace.Recorder`);
+  reached them, and at the Python level (`ForbiddenFunctions`) for built-ins that have no
+  ATen operator of their own on this build (F.rms_norm decomposes into pow, mean and rsqrt on
+  the CPU), and optionally records every ATen operation (`trace.Recorder`);
 - checks that the arguments were not modified in place (unless the exercise allows it);
 - enforces a time limit.
 
@@ -34,11 +36,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from course.compare import to_plain
 
-__all__ = ["Call", "FnRef", "Outcome", "call_function", "ForbiddenCall", "friendly_op"]
+__all__ = [
+    "Call",
+    "FnRef",
+    "Outcome",
+    "call_function",
+    "ForbiddenCall",
+    "ForbiddenFunctions",
+    "friendly_op",
+]
 
 _TENSOR = torch.Tensor
 _detach = torch.Tensor.detach
@@ -128,8 +139,104 @@ class ForbiddenOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class ForbiddenFunctions(TorchFunctionMode):
+    """Raises `ForbiddenCall` at the first call of a forbidden *Python-level* built-in.
+
+    A `forbidden` entry whose key is "module:attr" (a torch module, as in `FnRef`) names a
+    function (`"torch.nn.functional:rms_norm"`, `"torch:rms_norm"`, `"torch:Tensor.softmax"`)
+    or an `nn.Module` class (`"torch.nn:RMSNorm"`, whose `forward` is watched while the call
+    runs). This catches a built-in whatever it decomposes into: on the CPU, F.rms_norm reaches
+    no ATen operator of its own, so `ForbiddenOps` alone sees only pow, mean and rsqrt. Calls
+    through `torch.ops.aten.<name>` of a forbidden ATen name are caught here too (a composite
+    operator decomposes before a dispatch mode sees it). Names this build lacks are skipped.
+    Advisory like `ForbiddenOps`: code in the learner's process could switch it off."""
+
+    def __init__(self, forbidden: dict[str, str]):
+        super().__init__()
+        self.functions: dict[Any, str] = {}
+        self.classes: dict[type, str] = {}
+        for key in forbidden:
+            if ":" not in key:
+                continue
+            found = _resolve_builtin(key)
+            if isinstance(found, type):
+                self.classes[found] = key
+            elif found is not None:
+                self.functions[found] = key
+        self.aten = frozenset(k for k in forbidden if ":" not in k)
+        self._saved: list[tuple[type, Any]] = []
+
+    def __enter__(self):
+        for cls, key in self.classes.items():
+            self._saved.append((cls, cls.__dict__.get("forward", _MISSING)))
+            cls.forward = _refusing(cls.forward, key)
+        return super().__enter__()
+
+    def __exit__(self, *exc_info):
+        try:
+            return super().__exit__(*exc_info)
+        finally:
+            for cls, forward in reversed(self._saved):
+                if forward is _MISSING:
+                    del cls.forward
+                else:
+                    cls.forward = forward
+            self._saved.clear()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if not _GUARD_PAUSED[0]:
+            try:
+                key = self.functions.get(func)
+            except TypeError:  # an unhashable callable is none of ours
+                key = None
+            if key is None and isinstance(func, _ATEN_CALLABLES):
+                name = getattr(func, "overloadpacket", func).__name__
+                key = name if name in self.aten else None
+            if key is not None:
+                raise ForbiddenCall(key)
+        return func(*args, **(kwargs or {}))
+
+
+_MISSING = object()
+_ATEN_CALLABLES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
+# > 0 while the grader's own code (a stand-in) runs inside a learner's call.
+_GUARD_PAUSED = [0]
+
+
+def _resolve_builtin(key: str) -> Any:
+    module, _, attr = key.partition(":")
+    if not (module == "torch" or module.startswith("torch.")):
+        raise ValueError(f"a forbidden Python-level name must be in a torch module, not {module}")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None  # not in this build of PyTorch: nothing to call, nothing to forbid
+    return obj
+
+
+def _refusing(forward: Callable, key: str) -> Callable:
+    def refused(self, *args, **kwargs):
+        if _GUARD_PAUSED[0]:
+            return forward(self, *args, **kwargs)
+        raise ForbiddenCall(key)
+
+    return refused
+
+
+@contextmanager
+def _guard_paused() -> Iterator[None]:
+    _GUARD_PAUSED[0] += 1
+    try:
+        yield
+    finally:
+        _GUARD_PAUSED[0] -= 1
+
+
 def friendly_op(aten_name: str, names: dict[str, str]) -> str:
-    """The Python-level name a learner would recognise for the ATen operator `aten_name`."""
+    """The Python-level name a learner would recognise for the ATen operator (or the
+    "module:attr" Python-level entry) `aten_name`."""
     return names.get(aten_name) or f"the built-in `{aten_name}`"
 
 
@@ -210,10 +317,11 @@ def _stand_in(name: str, fn: Callable, watch: Watch) -> Callable:
     forbidden built-ins (it is ours, not the learner's), and recorded as one step."""
 
     def stand_in(*args, **kwargs):
-        if watch.recorder is not None:
-            return watch.recorder.call_stand_in(name, fn, args, kwargs)
-        with _disable_current_modes():
-            return fn(*args, **kwargs)
+        with _guard_paused():
+            if watch.recorder is not None:
+                return watch.recorder.call_stand_in(name, fn, args, kwargs)
+            with _disable_current_modes():
+                return fn(*args, **kwargs)
 
     stand_in.__name__ = name
     return stand_in
@@ -235,7 +343,9 @@ def _counting(name: str, fn: Callable, counts: dict[str, int]) -> Callable:
 class Watch:
     """What to watch during a call (from the exercise's declaration)."""
 
-    forbidden: dict[str, str] = field(default_factory=dict)  # ATen name -> friendly name
+    # ATen name, or "module:attr" of a Python-level built-in (`ForbiddenFunctions`) -> the
+    # friendly name a message shows.
+    forbidden: dict[str, str] = field(default_factory=dict)
     forbidden_hint: str = ""
     must_call: tuple[str, ...] = ()
     must_not_call: tuple[str, ...] = ()
@@ -318,8 +428,7 @@ def _watched_call(fn: Callable, call: Call, watch: Watch, outcome: Outcome) -> A
         else:
             if watch.recorder is not None:
                 stack.enter_context(watch.recorder.recording(args, kwargs))
-            if watch.forbidden:
-                stack.enter_context(ForbiddenOps(frozenset(watch.forbidden)))
+            _watch_forbidden(watch, stack)
             out = fn(*args, **kwargs)
             if watch.recorder is not None:
                 watch.recorder.set_output(out)
@@ -334,6 +443,13 @@ def _watched_call(fn: Callable, call: Call, watch: Watch, outcome: Outcome) -> A
         return to_plain(result)
     except TypeError as exc:
         raise _Problem(str(exc)) from None
+
+
+def _watch_forbidden(watch: Watch, stack: ExitStack) -> None:
+    if watch.forbidden:
+        stack.enter_context(ForbiddenOps(frozenset(watch.forbidden)))
+    if any(":" in key for key in watch.forbidden):
+        stack.enter_context(ForbiddenFunctions(watch.forbidden))
 
 
 def _check_calls(call: Call, watch: Watch, calls: dict[str, int]) -> None:
@@ -377,8 +493,7 @@ def _gradients(fn, args, kwargs, call: Call, watch: Watch, stack: ExitStack):
         raise _Problem("a gradient check needs a floating-point tensor argument")
     for _, tensor in leaves:
         tensor.requires_grad_(True)
-    if watch.forbidden:
-        stack.enter_context(ForbiddenOps(frozenset(watch.forbidden)))
+    _watch_forbidden(watch, stack)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # anomaly mode announces itself on stderr
         with torch.autograd.detect_anomaly(check_nan=True):

@@ -35,6 +35,9 @@ __all__ = [
     "inspect_cache_write",
     "inspect_cached_attention",
     "inspect_int_bytes",
+    "inspect_tensor_result",
+    "inspect_float_pair",
+    "inspect_caller_tensors",
     "toy_lm",
     "toy_lm_mqa",
     "toy_lm_mha",
@@ -147,6 +150,80 @@ def doubled_rms_norm(x: torch.Tensor) -> torch.Tensor:
     """RMSNorm over the last dimension with every weight 2 (PyTorch's built-in): a second norm
     that differs from `unit_layer_norm` on every input."""
     return 2.0 * F.rms_norm(x, x.shape[-1:])
+
+
+# Lesson 06: inspectors (`course.lesson.Probe.inspect`): fn(learner_fn, args, kwargs, out).
+
+
+def _returned(out) -> str:
+    """What a learner returned, in words, with the call that usually produces it."""
+    kind = type(out)
+    if kind is list:
+        return "a list (what .tolist() gives)"
+    if kind is tuple:
+        return f"a tuple of {len(out)} values"
+    if kind.__module__ == "numpy":
+        how = ".numpy()" if kind.__name__ == "ndarray" else "a NumPy operation"
+        return f"a numpy.{kind.__name__} (what {how} gives)"
+    if kind in (int, float):
+        return f"a Python {kind.__name__} (what .item() gives)"
+    return f"a {kind.__module__}.{kind.__qualname__}"
+
+
+def inspect_tensor_result(fn, args, kwargs, out) -> str | None:
+    """The result must be a torch.Tensor (a .tolist() or .numpy() result is named as such)."""
+    if type(out) is torch.Tensor:
+        return None
+    return (
+        f"returned {_returned(out)} where a torch.Tensor is expected: keep the result a tensor "
+        "(no .tolist(), .numpy() or .item() at the end)"
+    )
+
+
+def inspect_float_pair(fn, args, kwargs, out) -> str | None:
+    """The result must be a tuple of two Python floats, `(alpha, beta)`."""
+    if type(out) is tuple and len(out) == 2 and all(type(v) is float for v in out):
+        return None
+    if type(out) is list:
+        return (
+            "returned a list, where the contract is a tuple (alpha, beta): return alpha, beta "
+            "(a comma makes a tuple), not [alpha, beta]"
+        )
+    if type(out) is tuple and len(out) == 2:
+        kinds = ", ".join(
+            "float" if type(v) is float else f"{type(v).__module__}.{type(v).__qualname__}"
+            for v in out
+        )
+        return (
+            f"returned a tuple ({kinds}), where the contract is two Python floats: wrap each in "
+            "float(...), or compute with ** on Python numbers"
+        )
+    return (
+        f"returned {_returned(out)}, where the contract is a tuple (alpha, beta) of two Python "
+        "floats: return alpha, beta"
+    )
+
+
+def inspect_caller_tensors(fn, args, kwargs, out) -> str | None:
+    """`inspect_tensor_result`, and the caller's tensors must come back as they were given:
+    not switched to requires_grad, no .grad left on them (make leaves of your own copies)."""
+    problem = inspect_tensor_result(fn, args, kwargs, out)
+    if problem:
+        return problem
+    names = ("x", "weights", "readout")
+    for i, arg in enumerate(args):
+        if type(arg) is not torch.Tensor:
+            continue
+        name = names[i] if i < len(names) else f"argument {i}"
+        if arg.requires_grad or arg.grad is not None:
+            return (
+                f"changed the caller's `{name}` (argument {i}): it now "
+                + ("requires grad" if arg.requires_grad else "holds a .grad")
+                + ". Make leaves of copies, W = [w.clone().requires_grad_(True) for w in "
+                "weights], instead of calling requires_grad_ (or .backward()) on the tensor "
+                "you were given"
+            )
+    return None
 
 
 # ---------------------------------------------------------------- lesson 07: a model to decode
