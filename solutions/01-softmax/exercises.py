@@ -31,6 +31,14 @@ LOSS_OPS = {
     "nll_loss_nd": "nll_loss (F.nll_loss / F.cross_entropy)",
     "nll_loss2d": "nll_loss (F.nll_loss / F.cross_entropy)",
     "cross_entropy_loss": "cross_entropy (F.cross_entropy)",
+    # On the CPU, F.nll_loss reaches only nll_loss_forward (and 4-d inputs nll_loss2d_forward),
+    # so the loss built-ins are also forbidden by their Python names (course.calling).
+    "nll_loss_forward": "nll_loss (F.nll_loss / F.cross_entropy)",
+    "nll_loss2d_forward": "nll_loss (F.nll_loss / F.cross_entropy)",
+    "torch.nn.functional:nll_loss": "F.nll_loss",
+    "torch.nn.functional:cross_entropy": "F.cross_entropy",
+    "torch.nn:NLLLoss": "nn.NLLLoss",
+    "torch.nn:CrossEntropyLoss": "nn.CrossEntropyLoss",
 }
 HINT = "Build it from torch.exp, torch.log, max and sum (and your own functions above)."
 # The hint of every "computed in float32 whatever the input" mistake: float64 is judged at
@@ -636,6 +644,29 @@ def cross_entropy(logits, targets, ignore_index=-100):
     safe = torch.where(keep, targets, torch.zeros_like(targets))
     loss = -(logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * keep).sum() / keep.sum()
     return loss.to(logits.dtype)
+""",
+    ),
+    Mistake(
+        id="cross-entropy-own-log-softmax-then-nll-loss",
+        hint="F.nll_loss is the built-in half of F.cross_entropy: after your own log_softmax, "
+        "pick each target's log-probability yourself (gather), mask the ignored positions and "
+        "average",
+        source="""
+import torch.nn.functional as F
+def cross_entropy(logits, targets, ignore_index=-100):
+    logp = log_softmax(logits, dim=-1)
+    flat = logp.reshape(-1, logp.shape[-1])
+    return F.nll_loss(flat, targets.reshape(-1), ignore_index=ignore_index)
+""",
+    ),
+    Mistake(
+        id="cross-entropy-calls-nn-cross-entropy-loss",
+        hint="nn.CrossEntropyLoss is the built-in this exercise asks you to write: log_softmax "
+        "(yours), then each target's log-probability, masked and averaged",
+        source="""
+def cross_entropy(logits, targets, ignore_index=-100):
+    loss = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
+    return loss(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 """,
     ),
     Mistake(
