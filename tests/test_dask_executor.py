@@ -257,6 +257,17 @@ def test_a_refused_job_goes_to_a_worker_that_can_grade_it(cluster, course, tmp_p
 # ---------------------------------------------------------------- a worker dies mid-job
 
 
+def _class_with_a_slowpoke(root) -> dict:
+    """A solution, a blank, and "slowpoke": a solution whose first answer cell sleeps 15 s (a
+    job still running when its worker is killed)."""
+    slow = with_cell(
+        SOLUTION, "softmax", f"{_answer(SOLUTION, 'softmax')}\nimport time\ntime.sleep(15)"
+    )
+    notebooks = {"slowpoke": slow, "a": signed(SOLUTION, "a"), "b": BLANK}
+    _small_class(root, notebooks)
+    return notebooks
+
+
 def _kill_worker_running(client, student: str, killed: list, stop: threading.Event) -> None:
     """Kill (SIGKILL) the worker process that is grading `student`'s job, a few seconds in."""
     while not stop.is_set():
@@ -274,11 +285,7 @@ def _kill_worker_running(client, student: str, killed: list, stop: threading.Eve
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_killed_mid_job_costs_no_submission(cluster, course, tmp_path, retries):
     cluster.wait_for_workers(2, timeout=120)  # a worker killed earlier is restarted by its nanny
-    slow = with_cell(
-        SOLUTION, "softmax", f"{_answer(SOLUTION, 'softmax')}\nimport time\ntime.sleep(15)"
-    )
-    notebooks = {"slowpoke": slow, "a": signed(SOLUTION, "a"), "b": BLANK}
-    _small_class(course(tmp_path), notebooks)
+    notebooks = _class_with_a_slowpoke(course(tmp_path))
     killed: list[str] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_worker_running, args=(cluster, "slowpoke", killed, stop))
@@ -337,11 +344,7 @@ def _kill_pool_worker_running(student: str, killed: list, stop: threading.Event)
 
 @needs_sandbox
 def test_a_pool_worker_killed_mid_job_costs_no_submission(course, tmp_path):
-    slow = with_cell(
-        SOLUTION, "softmax", f"{_answer(SOLUTION, 'softmax')}\nimport time\ntime.sleep(15)"
-    )
-    notebooks = {"slowpoke": slow, "a": signed(SOLUTION, "a"), "b": BLANK}
-    _small_class(course(tmp_path), notebooks)
+    notebooks = _class_with_a_slowpoke(course(tmp_path))
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_pool_worker_running, args=("slowpoke", killed, stop))

@@ -231,19 +231,12 @@ class NormalizationExplorer(Explorer):
         if found:
             return found
         x = self._probe_x()
-
-        def zero(h):
-            return torch.zeros_like(h)
-
-        def same(h):
-            return h
-
         silent = self._call(
-            "pre_ln_block", self.pre_block_fn, x, zero, zero, self._norm, self._norm
+            "pre_ln_block", self.pre_block_fn, x, _silent, _silent, self._norm, self._norm
         )
         if isinstance(silent, torch.Tensor) and not torch.allclose(silent.detach(), x):
             out = self._call(
-                "pre_ln_block", self.pre_block_fn, x, same, same, self._norm, self._norm
+                "pre_ln_block", self.pre_block_fn, x, _identity, _identity, self._norm, self._norm
             )
             if isinstance(out, torch.Tensor) and _normalised(out.detach()):
                 return (
@@ -266,12 +259,8 @@ class NormalizationExplorer(Explorer):
         if found:
             return found
         x = self._probe_x()
-
-        def zero(h):
-            return torch.zeros_like(h)
-
         out = self._call(
-            "post_ln_block", self.post_block_fn, x, zero, zero, self._norm, self._norm, 1.0
+            "post_ln_block", self.post_block_fn, x, _silent, _silent, self._norm, self._norm, 1.0
         )
         if isinstance(out, torch.Tensor) and not _normalised(out.detach()):
             return (
@@ -368,6 +357,15 @@ def _constants_problem(n_layers: int, alpha: float, beta: float) -> str | None:
         f"your constants are not DeepNet's decoder-only (2N)^(1/4) and (8N)^(-1/4) for N = "
         f"{n_layers}: the DeepNorm curves above use yours (check exercise 5)"
     )
+
+
+def _silent(h: torch.Tensor) -> torch.Tensor:
+    """A sublayer that adds nothing: what a block then returns shows how it uses x."""
+    return torch.zeros_like(h)
+
+
+def _identity(h: torch.Tensor) -> torch.Tensor:
+    return h
 
 
 def _normalised(y: torch.Tensor) -> bool:
