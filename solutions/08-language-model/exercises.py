@@ -748,11 +748,11 @@ def sample_visible() -> list[Probe]:
         sample_probe("temperature 0.5 (sharper)", logits, 0.5, 1.0, 2),
         sample_probe("temperature 0 is argmax", logits, 0.0, 1.0, 3),
         sample_probe(
-            "top_p 0.7: the two most likely tokens (0.53 + 0.19 reach 0.7)", logits, 1.0, 0.7, 4
+            "top_p 0.7: the two most likely tokens (0.56 < 0.7 <= 0.56 + 0.21)", logits, 1.0, 0.7, 4
         ),
         sample_probe("top_p 0 is argmax", logits, 1.0, 0.0, 5),
         sample_probe(
-            "top_p 0.7, logits not sorted: tokens 2 and 4 (0.53 + 0.19)",
+            "top_p 0.7, logits not sorted: tokens 2 and 4 (0.56 + 0.21)",
             torch.tensor([0.0, 0.5, 2.0, -1.0, 1.0]),
             1.0,
             0.7,
