@@ -673,6 +673,23 @@ def sample_frequencies(logits, temperature, top_p, n_samples, seed):
 
 SAMPLE_MISTAKES = [
     Mistake(
+        id="top-p-before-temperature",
+        hint="apply the temperature first, then take the nucleus of the tempered distribution: "
+        "a flatter distribution (T > 1) needs more tokens to reach top_p",
+        source="""
+def sample_next(logits, temperature=1.0, top_p=1.0, generator=None):
+    if temperature == 0 or top_p == 0:
+        return logits.argmax(-1)
+    plain = torch.softmax(logits, dim=-1)
+    sorted_plain, order = plain.sort(dim=-1, descending=True, stable=True)
+    drop = sorted_plain.cumsum(-1) - sorted_plain >= top_p
+    probs = torch.softmax(logits / temperature, dim=-1).gather(-1, order)
+    choice = torch.multinomial(probs.masked_fill(drop, 0.0), 1, generator=generator)
+    return order.gather(-1, choice).squeeze(-1)
+"""
+        + FREQUENCIES,
+    ),
+    Mistake(
         id="temperature-multiplies",
         hint="temperature divides the logits (softmax(logits / T)): a small T sharpens the "
         "distribution toward the argmax, a large T flattens it",
@@ -752,6 +769,13 @@ def sample_visible() -> list[Probe]:
         ),
         sample_probe("top_p 0 is argmax", logits, 1.0, 0.0, 5),
         sample_probe(
+            "temperature 2 then top_p 0.7: three tokens of the flatter distribution",
+            logits,
+            2.0,
+            0.7,
+            7,
+        ),
+        sample_probe(
             "top_p 0.7, logits not sorted: tokens 2 and 4 (0.56 + 0.21)",
             torch.tensor([0.0, 0.5, 2.0, -1.0, 1.0]),
             1.0,
@@ -769,6 +793,7 @@ def sample_hidden(g: torch.Generator) -> list[Probe]:
         sample_probe("temperature 2 (flatter)", logits, 2.0, 1.0, 12),
         sample_probe("top_p 0.8, logits not sorted", shuffled, 1.0, 0.8, 13),
         sample_probe("top_p 0.5, temperature 0.7", shuffled, 0.7, 0.5, 14),
+        sample_probe("top_p 0.7, temperature 2", shuffled, 2.0, 0.7, 17),
         sample_probe("temperature 0", logits, 0.0, 0.9, 15),
         sample_probe("top_p 0", shuffled, 1.3, 0.0, 16),
     ]
