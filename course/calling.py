@@ -204,16 +204,13 @@ _GUARD_PAUSED = [0]
 
 
 def _resolve_builtin(key: str) -> Any:
-    module, _, attr = key.partition(":")
+    module = key.partition(":")[0]
     if not (module == "torch" or module.startswith("torch.")):
         raise ValueError(f"a forbidden Python-level name must be in a torch module, not {module}")
     try:
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        return FnRef(key).resolve()
     except (ImportError, AttributeError):
         return None  # not in this build of PyTorch: nothing to call, nothing to forbid
-    return obj
 
 
 def _refusing(forward: Callable, key: str) -> Callable:

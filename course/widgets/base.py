@@ -113,6 +113,11 @@ class Explorer:
     def readout_html(self, state: dict) -> str:
         return ""
 
+    def not_written_message(self) -> str:
+        """What `update` shows when the learner's function raises NotImplementedError (a
+        subclass that runs several of them may name the one its current view needs)."""
+        return "Your function is not written yet (NotImplementedError)."
+
     def update(self) -> None:
         self.updates += 1
         try:
@@ -121,7 +126,7 @@ class Explorer:
         except BadResult as exc:
             self.state, self.error = {}, f"✘ {exc}"
         except NotImplementedError:
-            self.state, self.error = {}, "Your function is not written yet (NotImplementedError)."
+            self.state, self.error = {}, self.not_written_message()
         except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
             self.state, self.error = {}, _describe_exception(exc)
         self._render()

@@ -146,17 +146,13 @@ class KVCacheExplorer(Explorer):
             control.disabled = speed
         return self._speed() if speed else self._calculator()
 
-    def update(self) -> None:
-        super().update()
-        if self.error and self.error.startswith("Your function is not written yet"):
-            # Name the one that is missing: the speed view runs KVCache, the calculator
-            # kv_cache_bytes.
-            name = "KVCache" if self.view.value == "speed" else "kv_cache_bytes"
-            self.error = (
-                f"Your {name} is not written yet (it raises NotImplementedError): write it, run "
-                "its cell, then run this cell again."
-            )
-            self._render()
+    def not_written_message(self) -> str:
+        # The speed view runs KVCache, the calculator kv_cache_bytes: name the one missing.
+        name = "KVCache" if self.view.value == "speed" else "kv_cache_bytes"
+        return (
+            f"Your {name} is not written yet (it raises NotImplementedError): write it, run "
+            "its cell, then run this cell again."
+        )
 
     # ------------------------------------------------------------ speed
 
