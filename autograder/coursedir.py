@@ -60,14 +60,17 @@ def create(root: Path | str, lessons: list[str], extra_config: str = "") -> Cour
     config = CONFIG_TEMPLATE.format(root=str(course.root), extra=extra_config)
     config += f"c.CourseDirectory.db_url = {course.db_url!r}\n"
     (course.root / "nbgrader_config.py").write_text(config)
-    present = {p.name for p in (course.root / "solutions").iterdir() if p.is_dir()}
-    if len(lessons) > 1 and present == set(lessons):
-        # One nbgrader process for all of them: each start costs seconds of imports.
-        nbgrader(course, "generate_assignment", "*", "--force")
-    else:
-        for lesson in lessons:
-            nbgrader(course, "generate_assignment", lesson, "--force")
+    for pattern in assignment_patterns(course, lessons):
+        nbgrader(course, "generate_assignment", pattern, "--force")
     return course
+
+
+def assignment_patterns(course: CourseDir, lessons: list[str]) -> list[str]:
+    """The assignment arguments that make one nbgrader command cover `lessons`: "*" when the
+    course holds exactly these lessons (one nbgrader process; each start costs seconds of
+    imports), else each lesson's name."""
+    present = {p.name for p in (course.root / "solutions").iterdir() if p.is_dir()}
+    return ["*"] if len(lessons) > 1 and present == set(lessons) else list(lessons)
 
 
 def tool_env() -> dict[str, str]:

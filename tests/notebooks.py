@@ -88,8 +88,8 @@ def autograde(root: Path, submissions: dict[str, dict], extra_config: str = "") 
             coursedir.submit(course, student, name, path)
             count += 1
     start = time.perf_counter()
-    pattern = next(iter(submissions)) if len(submissions) == 1 else "*"
-    coursedir.nbgrader(course, "autograde", pattern, "--force", timeout=1800)
+    for pattern in coursedir.assignment_patterns(course, list(submissions)):
+        coursedir.nbgrader(course, "autograde", pattern, "--force", timeout=1800)
     elapsed = time.perf_counter() - start
     print(f"\nautograde: {count} notebooks in {elapsed:.1f} s ({elapsed / count:.1f} s each)")
     return {name: coursedir.scores(course, name) for name in submissions}
