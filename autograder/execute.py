@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,13 +166,14 @@ async def _idle_within(client, seconds: float) -> bool:
     return False
 
 
-async def _settle_after_timeout(client) -> str:
+async def _settle_after_timeout(client, report: dict) -> str:
     """After a cell timed out: "interrupted" if the kernel became idle, else "restarted"."""
     if await _idle_within(client, SETTLE_S):
         return "interrupted"
     await client.km.interrupt_kernel()
     if await _idle_within(client, SETTLE_S / 2):
         return "interrupted"
+    _record_kernel_cpu(client, report)  # the restart starts a new process
     await client.km.restart_kernel(now=True)
     await client.kc.wait_for_ready(timeout=60)
     return "restarted"
@@ -189,7 +191,7 @@ async def _replay(client, nb, report: dict, upto: int) -> None:
         try:
             reply = await asyncio.wait_for(_reply_for(client, msg_id), client.timeout or 30)
         except TimeoutError:
-            await _settle_after_timeout(client)
+            await _settle_after_timeout(client, report)
             report["replay_incomplete"] = True
             return
         if reply.get("content", {}).get("status") == "ok":
@@ -241,7 +243,7 @@ async def _run_cells(client, nb, report: dict, cell_timeout: int) -> None:
         if client.timed_out and not report["kernel_died"]:
             entry["status"] = "timeout"
             entry["detail"] = f"ran past the grader's limit of {cell_timeout} s per cell"
-            how = await _settle_after_timeout(client)
+            how = await _settle_after_timeout(client, report)
             if how == "restarted":
                 entry["detail"] += (
                     "; it ignored the interrupt, so the grader restarted the kernel and ran the "
@@ -265,6 +267,39 @@ def _names_exercise(payload) -> bool:
     return isinstance(payload, dict) and isinstance(payload.get("exercise"), str)
 
 
+def _tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds (user + system, reaped children included) used so far by process `root` and
+    its living descendants, read from /proc; None where /proc cannot tell."""
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended while we looked
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        used[pid] = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    if root not in used:
+        return None
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return round(total, 2)
+
+
+def _record_kernel_cpu(client, report: dict) -> None:
+    """The kernel's CPU time so far, summed over restarts. The kernel runs on one thread, so
+    this is close to the wall time of the same run on a quiet machine, whatever else runs."""
+    process = getattr(getattr(client.km, "provisioner", None), "process", None)
+    seconds = _tree_cpu_seconds(process.pid) if process is not None else None
+    if seconds is not None:
+        report["kernel_cpu_s"] = round(report.get("kernel_cpu_s", 0.0) + seconds, 2)
+
+
 async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -> None:
     with open(workdir / "kernel.log", "wb") as log:
         async with client.async_setup_kernel(env=env, cwd=str(workdir), stdout=log, stderr=log):
@@ -278,6 +313,7 @@ async def _execute(client, nb, report: dict, env: dict, workdir: Path, limits) -
                 for entry in report["cells"]:
                     if entry.get("status") == "running":
                         entry.update(status="timeout", detail="the notebook's time limit ran out")
+            _record_kernel_cpu(client, report)
 
 
 def execute(

@@ -391,6 +391,7 @@ def _execution_summary(execution: dict) -> dict:
         "timed_out": bool(execution.get("timed_out")),
         "kernel_died": bool(execution.get("kernel_died")),
         "restarts": execution.get("restarts", 0),
+        "kernel_cpu_s": execution.get("kernel_cpu_s"),
         "startup_error": execution.get("startup_error"),
         "limit_hit": execution.get("limit_hit"),
         "limits_by": execution.get("limits_by"),

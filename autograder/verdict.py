@@ -386,7 +386,7 @@ def compare_sympy_isolated(jobs: list[dict], timeout: float = SYMPY_TIMEOUT_S) -
 
     Returns, per job, None (equivalent) or the reason. A comparison that runs past `timeout`
     or past the child's memory limit fails with a reason a student understands. The time limit
-    starts once the child has started (it says "ready"): starting Python, sympy and torch is
+    starts once the child has started (it says "ready"): starting Python and sympy is
     not the expression's fault, and on a busy machine takes longer than a comparison may.
     """
     command = [sys.executable, "-m", "autograder.sympy_child"]

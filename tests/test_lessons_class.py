@@ -78,10 +78,15 @@ def test_class_grader_round_trip(lesson, graded_class):
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_solution_notebook_runs_within_its_time_limit(lesson, graded_class):
     """The class run above executed the whole solution notebook (its widgets and hidden tests
-    included) top to bottom on the CPU, sharing the machine with another grading worker: its
-    time, kernel start included, is an upper bound of a learner's Run All."""
+    included) top to bottom on the CPU. The kernel runs on one thread, so its CPU time (kernel
+    start included) is what a Run All takes on a quiet machine; the wall time of this run
+    depends on whatever else the test machine is doing, and is only reported."""
     declared = load_lesson(lesson)
     solution = graded_class[(lesson, "solution")]
     assert not solution.execution.get("errors"), solution.execution["errors"]
     assert not solution.execution.get("timed_out")
-    assert 0 < solution.seconds < declared.time_limit_s, f"{lesson} took {solution.seconds:.0f} s"
+    cpu = solution.execution["kernel_cpu_s"]
+    assert 0 < cpu < declared.time_limit_s, (
+        f"{lesson}: the kernel used {cpu:.0f} s of CPU (wall {solution.seconds:.0f} s), "
+        f"over its {declared.time_limit_s} s limit"
+    )

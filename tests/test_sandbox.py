@@ -543,6 +543,33 @@ def test_a_kernel_starts_in_a_job_folder_too_deep_for_a_socket_path(tmp_path):
     assert not box.sockets.exists()
 
 
+BUSY = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end:\n    pass"
+
+
+@needs_sandbox
+def test_the_kernel_cpu_time_counts_its_children_but_not_its_sleep(tmp_path):
+    """`kernel_cpu_s` is what a notebook's time limit is judged by (the wall time depends on the
+    machine's load): the kernel's own CPU and that of the processes it started."""
+    from autograder.execute import execute
+
+    workdir = tmp_path / "job"
+    (workdir / "probes").mkdir(parents=True)
+    child = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BUSY.format(s=1)!r}])"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(BUSY.format(s=1)),
+        nbformat.v4.new_code_cell(child),
+        nbformat.v4.new_code_cell("time.sleep(3)"),
+    ]
+    lim = sandbox.Limits()
+    box = sandbox.prepare(workdir, lim)
+    with box:
+        report = execute(nb, workdir, lim, box.wrapper, box.env, sockets=box.sockets)
+    assert [c["status"] for c in report["cells"]] == ["ok", "ok", "ok"]
+    wall = report["finished"] - report["started"]
+    assert 2.0 <= report["kernel_cpu_s"] < wall - 2.5, (report["kernel_cpu_s"], wall)
+
+
 @needs_sandbox
 def test_a_notebook_runs_in_the_sandbox_and_a_limit_hit_is_reported(tmp_path):
     from autograder.execute import PREAMBLE, execute
