@@ -79,8 +79,14 @@ def sync_test_cells(folder: str) -> bool:
     return changed
 
 
+# Matches every lesson folder of solutions/ and nothing else there (kernels/, __init__.py).
+ALL_LESSONS = "[0-9][0-9]-*"
+
+
 def generate(lesson: str, release_dir: Path | str = "course", root: Path = REPO) -> None:
-    """`nbgrader generate_assignment` for one lesson, writing to `release_dir` (no gradebook)."""
+    """`nbgrader generate_assignment` for one lesson, or for every lesson when `lesson` is
+    `ALL_LESSONS` (one nbgrader process: each start costs seconds), writing to `release_dir`
+    (no gradebook). Raises RuntimeError with nbgrader's output when it fails."""
     cmd = [
         sys.executable,
         "-m",
@@ -104,6 +110,8 @@ def release(selected: list[str] | None = None, release_dir: Path | str = "course
             if sync_test_cells(lesson):
                 print(f"updated the test cells of solutions/{lesson}")
             write_fixture(lesson)
-        generate(lesson, release_dir)
+    for pattern in [ALL_LESSONS] if set(chosen) == set(lessons()) else chosen:
+        generate(pattern, release_dir)
+    for lesson in chosen:
         print(f"released {lesson} -> {release_dir}/{lesson}")
     return chosen

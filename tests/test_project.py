@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.release import generate, lessons
+from autograder.release import ALL_LESSONS, generate, lessons
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_MODULES = sorted(p for p in (REPO / "course").rglob("*.py"))
@@ -60,10 +60,18 @@ def test_every_lesson_is_released():
             )
 
 
+@pytest.fixture(scope="module")
+def fresh_release(tmp_path_factory) -> Path:
+    """What `make release` writes for every lesson, made once in a scratch folder."""
+    folder = tmp_path_factory.mktemp("release")
+    generate(ALL_LESSONS, release_dir=folder)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", lessons())
-def test_release_is_not_stale(lesson, tmp_path):
-    generate(lesson, release_dir=tmp_path)
+def test_release_is_not_stale(lesson, fresh_release):
+    tmp_path = fresh_release
     fresh = sorted(
         p.relative_to(tmp_path / lesson) for p in (tmp_path / lesson).rglob("*") if p.is_file()
     )
