@@ -1,7 +1,10 @@
 """`python -m course.lm`: a full run end to end, and one clear line (exit 2) for bad input."""
 
+import io
 import subprocess
 import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--model", "lm_tinymodel:TinyLM", "--preset", "cpu-tiny", "--device", "cpu"]
 
 
-def run_cli(*args, timeout=120):
+def run_process(*args, timeout=120):
+    """`python -m course.lm ARGS` in a process of its own: the real entry point."""
     return subprocess.run(
         [sys.executable, "-m", "course.lm", *args],
         cwd=ROOT,
@@ -20,6 +24,27 @@ def run_cli(*args, timeout=120):
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli(*args):
+    """The same command run by `course.lm.cli.main` in this process, with its stdout, stderr and
+    exit status as a process would give them (a process start costs seconds of torch imports;
+    the end-to-end tests below still run real processes). Thread count and warning filters are
+    put back afterwards."""
+    import torch
+
+    from course.lm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc, *fragments):
@@ -33,12 +58,12 @@ def assert_one_line_error(proc, *fragments):
 
 def test_train_then_sample_end_to_end(tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("train", *TINY, "--steps", "12", "--out", str(out), "--sample-tokens", "40")
+    proc = run_process("train", *TINY, "--steps", "12", "--out", str(out), "--sample-tokens", "40")
     assert proc.returncode == 0, proc.stderr
     assert "val loss" in proc.stdout and "--- sample" in proc.stdout
     assert {p.name for p in out.iterdir()} >= {"ckpt.pt", "log.json", "loss.png"}
     # The checkpoint remembers the model class, so sample needs no --model.
-    proc = run_cli(
+    proc = run_process(
         "sample",
         "--checkpoint",
         str(out / "ckpt.pt"),
@@ -53,7 +78,7 @@ def test_train_then_sample_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("x = ")
-    proc = run_cli(
+    proc = run_process(
         "train",
         *TINY,
         "--steps",
@@ -139,8 +164,8 @@ def test_model_returning_wrong_shape(tmp_path):
 
 
 def test_unknown_flag_and_no_command():
-    assert_one_line_error(run_cli("train", "--bogus"), "unrecognized arguments")
-    proc = run_cli()
+    assert_one_line_error(run_process("train", "--bogus"), "unrecognized arguments")
+    proc = run_process()
     assert proc.returncode == 2
 
 
