@@ -196,3 +196,12 @@ def test_every_asset_is_listed_with_the_script_that_makes_it():
         assert row, f"assets/{name} is not listed in assets/README.md"
         scripts = re.findall(r"`(scripts/[\w./-]+\.py)", row)
         assert scripts and all((REPO / s).is_file() for s in scripts), f"{name}: {scripts}"
+
+
+def test_the_files_scheduled_first_exist():
+    """tests/conftest.py hands out its LONGEST files first; a renamed one would silently lose
+    its place and could start last."""
+    from tests.conftest import LONGEST
+
+    missing = [path for path in LONGEST if not (REPO / path).is_file()]
+    assert not missing, f"tests/conftest.py LONGEST names files that do not exist: {missing}"
