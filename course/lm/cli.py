@@ -1,4 +1,4 @@
-"""`python -m course.lm train|sample|bench`: train, sample and benchmark from the shell.
+"""`python -m course.lm train|sample|bench|ladder`: train, sample, benchmark, climb the ladder.
 
 Mistakes in the input (an unknown preset, a missing corpus file, a corrupt checkpoint, a model
 class with the wrong interface) print one line on stderr and exit with status 2.
@@ -77,14 +77,29 @@ def _add_bench(sub) -> None:
     p.add_argument("--only", help="comma-separated subset of: train,generate,memory,loss")
 
 
+def _add_ladder(sub) -> None:
+    p = sub.add_parser(
+        "ladder",
+        help="train the component ladder (bigram ... + RoPE) with one budget, print the losses",
+    )
+    p.add_argument("--steps", type=int, help="optimizer steps per rung (default: 400)")
+    p.add_argument("--preset", help="model size and optimizer: cpu (default), cpu-tiny or gpu")
+    p.add_argument("--corpus", default="stdlib", help="stdlib (default), shakespeare, or a path")
+    p.add_argument("--rungs", help="comma-separated subset, e.g. 'bigram,one head' (default: all)")
+    p.add_argument("--seed", type=int, help="override the preset's seed")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, one per core)")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda…")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m course.lm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(
-        dest="command", metavar="{train,sample,bench}", parser_class=OneLineParser
+        dest="command", metavar="{train,sample,bench,ladder}", parser_class=OneLineParser
     )
     _add_train(sub)
     _add_sample(sub)
     _add_bench(sub)
+    _add_ladder(sub)
     return parser
 
 
@@ -188,7 +203,38 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}
+def cmd_ladder(args) -> int:
+    from course.lm import ladder
+    from course.lm.corpus import load_corpus
+    from course.lm.device import pick_device
+    from course.lm.errors import PresetError
+
+    steps = ladder.DEFAULT_STEPS if args.steps is None else args.steps
+    preset = args.preset or ladder.DEFAULT_PRESET
+    if args.threads is not None and args.threads < 1:
+        raise PresetError(f"--threads must be >= 1, got {args.threads}")
+    # Every mistake in the input fails here, in one line, before any training.
+    ladder.ladder_budget(steps, preset)
+    rungs = args.rungs.split(",") if args.rungs is not None else None
+    ladder.find_rungs(rungs)
+    device = pick_device(args.device)
+    corpus = load_corpus(args.corpus)
+    print(ladder.table_header(), flush=True)
+    result = ladder.train_ladder(
+        steps,
+        corpus,
+        preset=preset,
+        seed=args.seed,
+        device=device,
+        rungs=rungs,
+        num_threads=args.threads,
+        on_rung=lambda r: print(ladder.table_row(r), flush=True),
+    )
+    print(result.footer())
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench, "ladder": cmd_ladder}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ memory of int32 ids.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sysconfig
 import tempfile
@@ -197,3 +198,21 @@ def shakespeare_corpus(url: str = SHAKESPEARE_URL, sha256: str = SHAKESPEARE_SHA
     corpus = text_file_corpus(path)
     corpus.name = "shakespeare"
     return corpus
+
+
+def unigram_bigram_entropy(data) -> tuple[float, float]:
+    """The entropy H(X) (nats per byte) of the byte distribution of `data` (a uint8 tensor of
+    shape (n,), n >= 2), and the conditional entropy H(X_{t+1} | X_t) of a byte given the one
+    before it: the losses the best context-free model and the best bigram model reach on the
+    text they were counted on (Shannon 1948). Returns two Python floats."""
+    x = data.to(torch.long)
+    counts = torch.bincount(x, minlength=256).double()
+    p = counts / counts.sum()
+    h1 = -(p[p > 0] * p[p > 0].log()).sum().item()
+    pairs = torch.bincount(x[:-1] * 256 + x[1:], minlength=256 * 256).double().view(256, 256)
+    joint = pairs / pairs.sum()
+    cond = pairs / pairs.sum(1, keepdim=True).clamp_min(1)
+    mask = joint > 0
+    h2 = -(joint[mask] * cond[mask].log()).sum().item()
+    assert math.isfinite(h1) and math.isfinite(h2)
+    return h1, h2

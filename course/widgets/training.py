@@ -15,13 +15,14 @@ Under `nbgrader` nothing is displayed (`Explorer.show`), but the explorer still 
 from __future__ import annotations
 
 import html
-import math
 import time
 from collections.abc import Callable
 
 import ipywidgets as W
 from matplotlib.figure import Figure
 
+# Counted with the corpus (course.lm.corpus); imported here too, where lesson 08 finds it.
+from course.lm.corpus import unigram_bigram_entropy  # noqa: F401
 from course.widgets.base import Explorer
 
 __all__ = ["TrainingExplorer", "training_explorer"]
@@ -169,22 +170,3 @@ def training_explorer(**kwargs) -> TrainingExplorer:
     """A `TrainingExplorer` (see it for the arguments): display it, then pass it to
     `course.lm.train(..., callback=explorer)`."""
     return TrainingExplorer(**kwargs)
-
-
-def unigram_bigram_entropy(data) -> tuple[float, float]:
-    """The entropy (nats per byte) of the byte distribution of `data` (uint8 tensor), and the
-    conditional entropy of a byte given the one before it: the losses the best context-free
-    model and the best bigram model reach on the text they were counted on."""
-    import torch
-
-    x = data.to(torch.long)
-    counts = torch.bincount(x, minlength=256).double()
-    p = counts / counts.sum()
-    h1 = -(p[p > 0] * p[p > 0].log()).sum().item()
-    pairs = torch.bincount(x[:-1] * 256 + x[1:], minlength=256 * 256).double().view(256, 256)
-    joint = pairs / pairs.sum()
-    cond = pairs / pairs.sum(1, keepdim=True).clamp_min(1)
-    mask = joint > 0
-    h2 = -(joint[mask] * cond[mask].log()).sum().item()
-    assert math.isfinite(h1) and math.isfinite(h2)
-    return h1, h2

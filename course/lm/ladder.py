@@ -1,0 +1,441 @@
+"""A component ladder: seven language models, each one component more than the one before.
+
+    from course.lm.ladder import train_ladder
+    result = train_ladder(steps=400)      # about two minutes on a 2-core CPU
+    print(result.table())
+
+or `python -m course.lm ladder --steps 400`. The rungs, bottom to top:
+
+    bigram        token embedding -> linear head: the next byte from the current byte alone
+    one head      + causal self-attention, one head as wide as the model, in every layer
+    multi-head    + the same width split into n_heads heads (no new parameters)
+    feed-forward  + a feed-forward layer after each attention layer
+    residual      + residual connections around both (no new parameters)
+    pre-LN norms  + a norm before each sub-layer and before the head (pre-LN)
+    RoPE          + rotary position embeddings on queries and keys (no new parameters)
+
+The top rung is the course's reference architecture (pre-LN, RoPE multi-head attention, the
+config's feed-forward and norm) except that its head is untied. Every rung is trained by
+`course.lm.train` unchanged, with one shared budget: the same model size, corpus, steps,
+batch, context, optimizer, schedule and seed, so the same batches in the same order. Each is a
+class that follows `course/lm/protocol.py`, so `python -m course.lm train --model
+course.lm.ladder:FeedForwardLM` trains one rung alone.
+
+Two choices keep the comparison about the components:
+
+* **PyTorch's default initialisation** (`nn.Linear`, `nn.Embedding`) in every rung. GPT-2's
+  std 0.02 assumes the residual stream and the norms; without them, activations and gradients
+  would shrink layer by layer and the lower rungs would measure the initialisation instead.
+* **An untied head** in every rung. A tied head gives the bigram rung a symmetric logit table,
+  logits[a, b] = e_a . e_b, so "u" after "q" would be as likely as "q" after "u".
+
+The validation losses are the harness's: mean cross-entropy in nats per token, and a token is
+a byte, so nats per byte. They are compared with two numbers of the same corpus: the unigram
+entropy (what the best model that ignores context reaches) and the bigram entropy (the best a
+model that sees only the previous byte can do), both counted on the training split.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course.lm.config import ModelConfig
+from course.lm.corpus import Corpus, load_corpus, unigram_bigram_entropy
+from course.lm.errors import PresetError, TrainingDiverged
+from course.lm.presets import TrainConfig, get_preset
+from course.lm.train import train
+
+COMPONENTS = ("attention", "multi_head", "ffn", "residual", "norm", "rope")
+DEFAULT_STEPS = 400
+DEFAULT_PRESET = "cpu"
+
+
+# -- the parts ---------------------------------------------------------------------------------
+
+
+def rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate each pair (2i, 2i+1) of the last dim of x (B, H, T, head_dim) by the angle
+    t * theta^(-2i/head_dim) at position t (RoFormer, Su et al. 2021; the course's layout).
+    Same shape and dtype as x; head_dim must be even."""
+    T, head_dim = x.shape[-2], x.shape[-1]
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device) / head_dim)
+    angles = torch.arange(T, device=x.device)[:, None] * inv_freq  # (T, head_dim/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]  # each (B, H, T, head_dim/2)
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2)  # (B, H, T, head_dim/2, 2) -> (B, H, T, head_dim)
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal self-attention with `n_heads` heads of width d_model / n_heads.
+
+    x (B, T, d_model) float -> (B, T, d_model), same dtype. Parameters: a fused W_qkv
+    (3 d_model x d_model) and W_o (d_model x d_model), whatever the number of heads. Position
+    t attends to positions 0..t only; with `rope_theta` set, queries and keys are rotated.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool, rope_theta: float | None):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.rope_theta = n_heads, rope_theta
+        self.W_qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.W_o = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H = self.n_heads
+        q, k, v = self.W_qkv(x).split(C, dim=-1)  # each (B, T, C)
+        # (B, T, C) -> (B, T, H, C/H) -> (B, H, T, C/H): head h holds features h*C/H..(h+1)*C/H
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        if self.rope_theta is not None:
+            q, k = rope(q, self.rope_theta), rope(k, self.rope_theta)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, C/H)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        return self.W_o(y)
+
+
+class FeedForward(nn.Module):
+    """The position-wise feed-forward layer, x (B, T, d_model) -> (B, T, d_model).
+
+    `swiglu`: W_down(silu(W_gate x) * W_up x), three d_ff x d_model matrices (Shazeer 2020);
+    `gelu`: W_down(gelu(W_up x)), two (Vaswani et al. 2017 with GPT-2's GELU).
+    """
+
+    def __init__(self, d_model: int, d_ff: int, kind: str, bias: bool):
+        super().__init__()
+        self.kind = kind
+        if kind == "swiglu":
+            self.W_gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.W_up = nn.Linear(d_model, d_ff, bias=bias)
+        self.W_down = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "swiglu":
+            return self.W_down(F.silu(self.W_gate(x)) * self.W_up(x))  # (B, T, d_ff) inside
+        return self.W_down(F.gelu(self.W_up(x)))
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """RMSNorm or LayerNorm over d_model, as `config.norm` says, with `config.norm_eps`."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
+
+
+class LadderBlock(nn.Module):
+    """One layer of a rung: attention, then (with `ffn`) a feed-forward layer.
+
+    x (B, T, d_model) -> (B, T, d_model). Each sub-layer f maps x to f(x) on the rungs below
+    `residual`, to x + f(x) from `residual` on, and to x + f(norm(x)) from `norm` on (pre-LN).
+    """
+
+    def __init__(self, config: ModelConfig, components: frozenset[str]):
+        super().__init__()
+        n_heads = config.n_heads if "multi_head" in components else 1
+        theta = config.rope_theta if "rope" in components else None
+        self.residual = "residual" in components
+        self.attn = CausalSelfAttention(config.d_model, n_heads, config.bias, theta)
+        self.ffn = None
+        if "ffn" in components:
+            self.ffn = FeedForward(config.d_model, config.d_ff, config.ffn, config.bias)
+        self.norm1 = self.norm2 = None
+        if "norm" in components:
+            self.norm1 = make_norm(config)
+            self.norm2 = make_norm(config) if self.ffn is not None else None
+
+    def sublayer(self, f: nn.Module, norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        out = f(x if norm is None else norm(x))
+        return x + out if self.residual else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sublayer(self.attn, self.norm1, x)
+        if self.ffn is not None:
+            x = self.sublayer(self.ffn, self.norm2, x)
+        return x
+
+
+# -- the rungs ---------------------------------------------------------------------------------
+
+
+class LadderLM(nn.Module):
+    """A decoder-only language model with the components in `components` (see COMPONENTS).
+
+    `LadderLM(config)` follows course/lm/protocol.py: `model(idx)` maps token ids idx
+    (B, T) int64 to logits (B, T, vocab_size) float32 (bf16 under autocast). No KV cache: the
+    harness samples by recomputing the window. From the ModelConfig it reads vocab_size,
+    d_model, n_layers, n_heads, d_ff, ffn, norm, norm_eps, rope_theta and bias; the rest
+    (n_kv_heads, dropout, tie_embeddings, positional, ...) is the ladder's own: full multi-head
+    attention, no dropout, an untied head, RoPE only on the `rope` rung.
+    Subclasses are the rungs; each sets `components`, `adds` and `rung`.
+    """
+
+    components: frozenset[str] = frozenset(COMPONENTS)
+    adds = "every component"
+    rung = "custom"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        unknown = self.components - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        layers = config.n_layers if "attention" in self.components else 0
+        self.blocks = nn.ModuleList(LadderBlock(config, self.components) for _ in range(layers))
+        self.norm_f = make_norm(config) if "norm" in self.components else None
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx)  # (B, T) -> (B, T, d_model)
+        for block in self.blocks:
+            x = block(x)  # (B, T, d_model)
+        if self.norm_f is not None:
+            x = self.norm_f(x)
+        return self.lm_head(x)  # (B, T, vocab_size)
+
+
+class BigramLM(LadderLM):
+    """Token embedding and linear head only: the logits at t depend on idx[t] alone, a bigram
+    table of rank d_model. 2 * vocab_size * d_model parameters."""
+
+    rung, adds, components = "bigram", "embedding + head", frozenset()
+
+
+class OneHeadLM(LadderLM):
+    """+ n_layers causal self-attention layers of one head as wide as d_model (4 d_model^2
+    parameters each), stacked without residuals or norms. Without positions, only the causal
+    mask tells a position how far back it is."""
+
+    rung, adds, components = "one head", "causal attention, 1 head", frozenset(COMPONENTS[:1])
+
+
+class MultiHeadLM(LadderLM):
+    """+ the width split into n_heads heads of d_model / n_heads: the same parameters, n_heads
+    attention patterns per layer."""
+
+    rung, adds, components = "multi-head", "n_heads heads", frozenset(COMPONENTS[:2])
+
+
+class FeedForwardLM(LadderLM):
+    """+ a feed-forward layer (config.ffn, width config.d_ff) after each attention layer."""
+
+    rung, adds, components = "feed-forward", "feed-forward layers", frozenset(COMPONENTS[:3])
+
+
+class ResidualLM(LadderLM):
+    """+ residual connections: x + f(x) around every sub-layer (no new parameters)."""
+
+    rung, adds, components = "residual", "residual connections", frozenset(COMPONENTS[:4])
+
+
+class PreNormLM(LadderLM):
+    """+ a norm (config.norm) before each sub-layer and before the head, pre-LN: x + f(norm(x));
+    d_model weights each (and d_model biases for a LayerNorm with config.bias)."""
+
+    rung, adds, components = "pre-LN norms", "norms (pre-LN)", frozenset(COMPONENTS[:5])
+
+
+class RoPELM(LadderLM):
+    """+ rotary position embeddings on queries and keys (no new parameters): the course's
+    architecture with an untied head."""
+
+    rung, adds, components = "RoPE", "rotary positions", frozenset(COMPONENTS[:6])
+
+
+RUNGS: tuple[type[LadderLM], ...] = (
+    BigramLM,
+    OneHeadLM,
+    MultiHeadLM,
+    FeedForwardLM,
+    ResidualLM,
+    PreNormLM,
+    RoPELM,
+)
+
+
+def find_rungs(names: list[str] | None) -> list[type[LadderLM]]:
+    """The rung classes named (by `rung`, e.g. "one head", or class name, any case), in ladder
+    order; None means all. Raises PresetError (one line) for an unknown name or none at all."""
+    if names is None:
+        return list(RUNGS)
+    names = [n.strip().lower() for n in names if n.strip()]
+    known = ", ".join(cls.rung for cls in RUNGS)
+    if not names:
+        raise PresetError(f"no rung named (choose from: {known})")
+    by_name = {key.lower(): cls for cls in RUNGS for key in (cls.rung, cls.__name__)}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise PresetError(f"unknown rung {unknown[0]!r} (choose from: {known})")
+    wanted = {by_name[n] for n in names}
+    return [cls for cls in RUNGS if cls in wanted]
+
+
+# -- the budget and the run --------------------------------------------------------------------
+
+
+def ladder_budget(
+    steps: int = DEFAULT_STEPS, preset: str | TrainConfig = DEFAULT_PRESET, seed: int | None = None
+) -> TrainConfig:
+    """The one TrainConfig every rung trains with: `preset`'s model size and optimizer (the
+    `cpu` preset: d_model 96, 3 layers, 4 heads, context 64, batch 16, AdamW lr 4e-3 with
+    warm-up and cosine decay), `steps` steps (the warm-up: the preset's, at most a fifth of
+    them), and a single validation at the end, over the preset's `eval_batches` windows.
+    Raises PresetError (one line) for steps < 1 or an unknown preset."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise PresetError(f"steps must be a whole number >= 1, got {steps!r}")
+    base = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
+    config = base.with_steps(steps)
+    config.warmup_steps = min(config.warmup_steps, steps // 5)
+    config.eval_interval = config.first_eval_step = steps
+    config.log_interval = max(1, min(config.log_interval, steps))
+    config.target_val_loss = None
+    if seed is not None:
+        config.seed = seed
+    return config
+
+
+@dataclass
+class RungResult:
+    rung: str  # the rung's name, e.g. "one head"
+    model: str  # its class, e.g. "OneHeadLM"
+    adds: str  # what it adds to the rung below
+    n_params: int
+    val_loss: float  # nats per byte; nan when training diverged
+    train_loss: float  # the last logged training loss (mean over its log interval), nats per byte
+    elapsed_s: float
+    diverged: str | None = None  # the harness's message when training diverged
+
+
+@dataclass
+class LadderResult:
+    rungs: list[RungResult]
+    unigram_entropy: float  # nats per byte, of the training split
+    bigram_entropy: float  # nats per byte, of the training split
+    corpus: str
+    config: TrainConfig
+    device: str
+    elapsed_s: float = 0.0
+    budget: str = field(default="")
+
+    def table(self) -> str:
+        """The results as a plain-text table (rung, what it adds, parameters, validation loss),
+        then `footer()`."""
+        return "\n".join([table_header(), *map(table_row, self.rungs), self.footer()])
+
+    def footer(self) -> str:
+        """The two entropies as rows of the table, then the budget and the wall time."""
+        return "\n".join(
+            [
+                f"{'unigram entropy':<14} {'(no context)':<26} {'':>8} "
+                f"{self.unigram_entropy:>8.3f}",
+                f"{'bigram entropy':<14} {'(previous byte only)':<26} {'':>8} "
+                f"{self.bigram_entropy:>8.3f}",
+                f"budget: {self.budget}",
+                f"losses in nats per byte; entropies counted on the training split; "
+                f"{self.elapsed_s:.0f} s in all on {self.device}",
+            ]
+        )
+
+
+def table_header() -> str:
+    return f"{'rung':<14} {'adds':<26} {'params':>8} {'val loss':>8}\n" + "-" * 59
+
+
+def table_row(r: RungResult) -> str:
+    loss = "diverged" if r.diverged else f"{r.val_loss:.3f}"
+    return f"{r.rung:<14} {r.adds:<26} {r.n_params:>8,} {loss:>8}"
+
+
+def describe_budget(config: TrainConfig, corpus: Corpus) -> str:
+    m = config.model
+    return (
+        f"{config.steps} steps x batch {config.batch_size} x context {m.context_length} "
+        f"({config.steps * config.tokens_per_step:,} tokens), d_model {m.d_model}, "
+        f"{m.n_layers} layers, {m.n_heads} heads, lr {config.lr:g}, seed {config.seed}, "
+        f"corpus {corpus.name}"
+    )
+
+
+def train_rung(
+    cls: type[LadderLM], config: TrainConfig, corpus: Corpus, device: str | torch.device
+) -> RungResult:
+    """Train one rung with `course.lm.train` and the given budget; a divergence is recorded
+    (val_loss nan, `diverged` says why), not raised."""
+    last = {"loss": math.nan}
+
+    def remember(event: dict) -> None:
+        if "loss" in event:
+            last["loss"] = event["loss"]
+
+    start = time.perf_counter()
+    n_params = sum(p.numel() for p in cls(config.model).parameters())
+    try:
+        result = train(cls, config, corpus, device=device, callback=remember, progress=False)
+        val, diverged = result.val_loss, None
+    except TrainingDiverged as exc:
+        val, diverged = math.nan, str(exc)
+    return RungResult(
+        cls.rung,
+        cls.__name__,
+        cls.adds,
+        n_params,
+        float(val),
+        float(last["loss"]),
+        time.perf_counter() - start,
+        diverged,
+    )
+
+
+def train_ladder(
+    steps: int = DEFAULT_STEPS,
+    corpus: Corpus | str | os.PathLike = "stdlib",
+    *,
+    preset: str | TrainConfig = DEFAULT_PRESET,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    rungs: list[str] | None = None,
+    num_threads: int | None = None,
+    on_rung: Callable[[RungResult], None] | None = None,
+) -> LadderResult:
+    """Train every rung (or the `rungs` named) on `corpus` with one shared budget.
+
+    steps: optimizer steps per rung (the schedule spans them); preset: the model size and
+    optimizer (a preset name or a TrainConfig); seed: overrides the preset's (weights and
+    batches); on_rung: called with each RungResult as it finishes.
+    Returns a LadderResult: per rung the parameter count and the validation loss in nats per
+    byte (`course.lm.train`'s mean cross-entropy over `eval_batches` windows of the validation
+    split), and the unigram and bigram entropies of the training split.
+    Raises PresetError, CorpusError (one line each) for bad steps, preset, rung or corpus.
+    """
+    config = ladder_budget(steps, preset, seed)
+    if num_threads is not None:
+        config.num_threads = num_threads
+    chosen = find_rungs(rungs)
+    corpus = load_corpus(corpus)
+    h1, h2 = unigram_bigram_entropy(corpus.train)
+    start = time.perf_counter()
+    results = []
+    for cls in chosen:
+        results.append(train_rung(cls, config, corpus, device))
+        if on_rung is not None:
+            on_rung(results[-1])
+    return LadderResult(
+        results,
+        h1,
+        h2,
+        corpus.name,
+        config,
+        str(device),
+        time.perf_counter() - start,
+        describe_budget(config, corpus),
+    )

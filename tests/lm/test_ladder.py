@@ -1,0 +1,256 @@
+"""The component ladder (course/lm/ladder.py): every rung is a causal model the harness trains,
+each has exactly the component it names, and the ladder and its CLI run end to end."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import subprocess_env
+
+from course.lm.cli import main
+from course.lm.config import ModelConfig
+from course.lm.corpus import unigram_bigram_entropy
+from course.lm.errors import PresetError
+from course.lm.ladder import (
+    COMPONENTS,
+    RUNGS,
+    BigramLM,
+    FeedForwardLM,
+    MultiHeadLM,
+    OneHeadLM,
+    PreNormLM,
+    ResidualLM,
+    RoPELM,
+    find_rungs,
+    ladder_budget,
+    train_ladder,
+)
+from course.lm.presets import get_preset
+from course.lm.protocol import check_model_interface
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ModelConfig(context_length=16, d_model=16, n_layers=2, n_heads=4, d_ff=32)
+
+
+def build(cls, seed=0, config=CONFIG):
+    torch.manual_seed(seed)
+    return cls(config).eval()
+
+
+def logits_of(model, idx):
+    with torch.no_grad():
+        return model(idx)
+
+
+@pytest.fixture
+def idx():
+    return torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("cls", RUNGS, ids=lambda c: c.__name__)
+def test_every_rung_follows_the_protocol_and_is_causal(cls, idx):
+    model = check_model_interface(cls, CONFIG)
+    assert model.config is CONFIG
+    logits = logits_of(model.eval(), idx)
+    assert logits.shape == (2, 12, 256) and logits.dtype == torch.float32
+    changed = idx.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % 256
+    after = logits_of(model, changed)
+    torch.testing.assert_close(after[:, :7], logits[:, :7], rtol=0, atol=0)
+    assert not torch.equal(after[:, 7], logits[:, 7])
+    # Position 8 sees token 7 through attention; the bigram sees only its own token.
+    assert torch.equal(after[:, 8:], logits[:, 8:]) == (cls is BigramLM)
+
+
+def test_each_rung_adds_exactly_one_component_in_order():
+    assert [sorted(cls.components) for cls in RUNGS[:1]] == [[]]
+    for below, above, component in zip(RUNGS[:-1], RUNGS[1:], COMPONENTS, strict=True):
+        assert above.components - below.components == {component}, above.__name__
+        assert below.components <= above.components
+    assert len({cls.rung for cls in RUNGS}) == len(RUNGS)
+
+
+def test_parameter_counts_grow_as_stated():
+    V, d, L, d_ff = CONFIG.vocab_size, CONFIG.d_model, CONFIG.n_layers, CONFIG.d_ff
+    bigram = 2 * V * d  # embedding and untied head
+    attention = L * 4 * d * d  # W_qkv (3d x d) and W_o (d x d) per layer, any head count
+    ffn = L * 3 * d * d_ff  # SwiGLU: gate, up, down
+    norms = (2 * L + 1) * d  # two RMSNorm weights per layer and the final norm
+    expected = {
+        BigramLM: bigram,
+        OneHeadLM: bigram + attention,
+        MultiHeadLM: bigram + attention,
+        FeedForwardLM: bigram + attention + ffn,
+        ResidualLM: bigram + attention + ffn,
+        PreNormLM: bigram + attention + ffn + norms,
+        RoPELM: bigram + attention + ffn + norms,
+    }
+    got = {cls: sum(p.numel() for p in cls(CONFIG).parameters()) for cls in RUNGS}
+    assert got == expected
+
+
+def transplant(src, dst_cls, config=CONFIG):
+    """A `dst_cls` model with `src`'s weights (the parameters both have), and the names of those
+    it has and `src` lacks."""
+    dst = build(dst_cls, seed=1, config=config)
+    missing, _ = dst.load_state_dict(src.state_dict(), strict=False)
+    return dst, missing
+
+
+def zero_sublayer_outputs(model):
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.W_o.weight.zero_()
+            if block.ffn is not None:
+                block.ffn.W_down.weight.zero_()
+
+
+def test_multi_head_splits_the_same_weights_into_heads(idx):
+    one = build(OneHeadLM)
+    multi, missing = transplant(one, MultiHeadLM)
+    assert not missing
+    assert not torch.allclose(logits_of(multi, idx), logits_of(one, idx), atol=1e-4)
+    # With a config of one head, the multi-head rung is the one-head rung.
+    single = ModelConfig(**{**CONFIG.to_dict(), "n_heads": 1, "n_kv_heads": 1})
+    multi1, _ = transplant(one, MultiHeadLM, single)
+    torch.testing.assert_close(logits_of(multi1, idx), logits_of(one, idx))
+
+
+def test_residual_carries_the_embedding_past_silent_sublayers(idx):
+    # With every sub-layer's output zeroed, the residual stream is the embedding itself, so the
+    # residual rung computes the bigram model; without residuals, nothing reaches the head.
+    res = build(ResidualLM)
+    zero_sublayer_outputs(res)
+    no_res, _ = transplant(res, FeedForwardLM)
+    bigram, _ = transplant(res, BigramLM)
+    torch.testing.assert_close(logits_of(res, idx), logits_of(bigram, idx))
+    assert torch.count_nonzero(logits_of(no_res, idx)) == 0
+
+
+def test_pre_ln_normalises_before_each_sublayer_and_the_head(idx):
+    pre = build(PreNormLM)
+    assert len([m for m in pre.modules() if isinstance(m, torch.nn.RMSNorm)]) == 2 * 2 + 1
+    res, _ = transplant(pre, ResidualLM)
+    assert not torch.allclose(logits_of(pre, idx), logits_of(res, idx), atol=1e-4)
+    zero_sublayer_outputs(pre)
+    # The stream is then the embedding, and the head reads it through the final norm.
+    with torch.no_grad():
+        expected = pre.lm_head(pre.norm_f(pre.tok_emb(idx)))
+    torch.testing.assert_close(logits_of(pre, idx), expected)
+
+
+def test_rope_rotates_every_position_but_the_first(idx):
+    nope = build(PreNormLM)
+    roped, missing = transplant(nope, RoPELM)
+    assert not missing
+    a, b = logits_of(nope, idx), logits_of(roped, idx)
+    # Position 0 attends to itself only, and its rotation is by angle 0.
+    torch.testing.assert_close(b[:, 0], a[:, 0])
+    assert not torch.allclose(b[:, 1:], a[:, 1:], atol=1e-4)
+
+
+@pytest.fixture
+def tiny_budget():
+    config = get_preset("cpu-tiny")
+    config.model = ModelConfig(context_length=16, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    config.eval_batches = 2
+    return config
+
+
+def test_a_tiny_ladder_runs_end_to_end(small_corpus, tiny_budget):
+    seen = []
+    result = train_ladder(8, small_corpus, preset=tiny_budget, on_rung=seen.append)
+    assert [r.model for r in result.rungs] == [cls.__name__ for cls in RUNGS]
+    assert seen == result.rungs
+    for r in result.rungs:
+        assert r.diverged is None
+        assert math.isfinite(r.val_loss) and 0 < r.val_loss < math.log(256), r
+        assert math.isfinite(r.train_loss)
+    counts = [r.n_params for r in result.rungs]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    h1, h2 = unigram_bigram_entropy(small_corpus.train)
+    assert (result.unigram_entropy, result.bigram_entropy) == (h1, h2)
+    assert result.config.steps == 8 and result.config.eval_interval == 8
+    table = result.table()
+    for r in result.rungs:
+        assert r.rung in table and f"{r.val_loss:.3f}" in table
+    assert "unigram entropy" in table and f"{h2:.3f}" in table and "8 steps" in table
+
+
+def test_a_diverging_rung_is_reported_not_raised(small_corpus, tiny_budget):
+    tiny_budget.lr = tiny_budget.min_lr = 1e30
+    tiny_budget.grad_clip = 0.0
+    result = train_ladder(4, small_corpus, preset=tiny_budget, rungs=["one head"])
+    (r,) = result.rungs
+    assert r.diverged and "diverged" in r.diverged and math.isnan(r.val_loss)
+    assert "diverged" in result.table().splitlines()[2]
+
+
+def test_budget_and_rung_names_are_checked():
+    assert [c.__name__ for c in find_rungs(["RoPE", " bigram", "ONE HEAD"])] == [
+        "BigramLM",
+        "OneHeadLM",
+        "RoPELM",
+    ]
+    assert find_rungs(["residuallm"]) == [ResidualLM]
+    for bad in (["two heads"], [""], []):
+        with pytest.raises(PresetError):
+            find_rungs(bad)
+    for steps in (0, -3, 2.5, True):
+        with pytest.raises(PresetError, match="steps"):
+            ladder_budget(steps)
+    with pytest.raises(PresetError, match="unknown preset"):
+        ladder_budget(10, "huge")
+
+
+def test_cli_prints_the_table(tmp_path):
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
+    path = tmp_path / "small.txt"
+    path.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "course.lm", "ladder", "--preset", "cpu-tiny", "--steps", "3"]
+        + ["--corpus", str(path), "--threads", "1"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["rung", "adds", "params", "val", "loss"]
+    rows = lines[2 : 2 + len(RUNGS)]
+    for cls, row in zip(RUNGS, rows, strict=True):
+        assert row.startswith(cls.rung), row
+        assert math.isfinite(float(row.split()[-1]))
+    assert lines[2 + len(RUNGS)].startswith("unigram entropy")
+    assert lines[3 + len(RUNGS)].startswith("bigram entropy")
+    assert "3 steps x batch 8 x context 32" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--steps", "0"], "steps must be a whole number >= 1, got 0"),
+        (["--steps", "ten"], "invalid int value: 'ten'"),
+        (["--rungs", "bigram,two heads"], "unknown rung 'two heads'"),
+        (["--rungs", ","], "no rung named"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--device", "tpu9"], "unknown device"),
+        (["--corpus", "/nonexistent/corpus.txt"], "corpus file not found"),
+    ],
+)
+def test_cli_rejects_bad_arguments_in_one_line(args, fragment, capsys):
+    try:
+        code = main(["ladder", *args])
+    except SystemExit as exc:  # argparse's own errors exit
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert fragment in err, err
