@@ -2,13 +2,9 @@
 each has exactly the component it names, and the ladder and its CLI run end to end."""
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import subprocess_env
 
 from course.lm.cli import main
 from course.lm.config import ModelConfig
@@ -19,6 +15,7 @@ from course.lm.ladder import (
     RUNGS,
     BigramLM,
     FeedForwardLM,
+    LadderLM,
     MultiHeadLM,
     OneHeadLM,
     PreNormLM,
@@ -31,7 +28,6 @@ from course.lm.ladder import (
 from course.lm.presets import get_preset
 from course.lm.protocol import check_model_interface
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ModelConfig(context_length=16, d_model=16, n_layers=2, n_heads=4, d_ff=32)
 
 
@@ -90,6 +86,12 @@ def test_parameter_counts_grow_as_stated():
     }
     got = {cls: sum(p.numel() for p in cls(CONFIG).parameters()) for cls in RUNGS}
     assert got == expected
+
+    class NoFeedForward(LadderLM):  # a rung of one's own: any set of components
+        components = frozenset(COMPONENTS) - {"ffn"}
+
+    model = check_model_interface(NoFeedForward, CONFIG)
+    assert sum(p.numel() for p in model.parameters()) == bigram + attention + (L + 1) * d
 
 
 def transplant(src, dst_cls, config=CONFIG):
@@ -162,7 +164,15 @@ def tiny_budget():
 
 def test_a_tiny_ladder_runs_end_to_end(small_corpus, tiny_budget):
     seen = []
-    result = train_ladder(8, small_corpus, preset=tiny_budget, on_rung=seen.append)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = train_ladder(
+            8, small_corpus, preset=tiny_budget, num_threads=1, on_rung=seen.append
+        )
+        assert torch.get_num_threads() == 2  # the harness's setting does not outlive the ladder
+    finally:
+        torch.set_num_threads(threads)
     assert [r.model for r in result.rungs] == [cls.__name__ for cls in RUNGS]
     assert seen == result.rungs
     for r in result.rungs:
@@ -183,7 +193,7 @@ def test_a_tiny_ladder_runs_end_to_end(small_corpus, tiny_budget):
 def test_a_diverging_rung_is_reported_not_raised(small_corpus, tiny_budget):
     tiny_budget.lr = tiny_budget.min_lr = 1e30
     tiny_budget.grad_clip = 0.0
-    result = train_ladder(4, small_corpus, preset=tiny_budget, rungs=["one head"])
+    result = train_ladder(4, small_corpus, preset=tiny_budget, rungs=["one head"], num_threads=1)
     (r,) = result.rungs
     assert r.diverged and "diverged" in r.diverged and math.isnan(r.val_loss)
     assert "diverged" in result.table().splitlines()[2]
@@ -206,21 +216,19 @@ def test_budget_and_rung_names_are_checked():
         ladder_budget(10, "huge")
 
 
-def test_cli_prints_the_table(tmp_path):
+def test_cli_prints_the_table(tmp_path, capsys):
     text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
     path = tmp_path / "small.txt"
     path.write_text(text)
-    proc = subprocess.run(
-        [sys.executable, "-m", "course.lm", "ladder", "--preset", "cpu-tiny", "--steps", "3"]
-        + ["--corpus", str(path), "--threads", "1"],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    threads = torch.get_num_threads()
+    try:
+        args = ["--preset", "cpu-tiny", "--steps", "3", "--corpus", str(path), "--threads", "1"]
+        assert main(["ladder", *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
     assert lines[0].split() == ["rung", "adds", "params", "val", "loss"]
     rows = lines[2 : 2 + len(RUNGS)]
     for cls, row in zip(RUNGS, rows, strict=True):
@@ -228,7 +236,7 @@ def test_cli_prints_the_table(tmp_path):
         assert math.isfinite(float(row.split()[-1]))
     assert lines[2 + len(RUNGS)].startswith("unigram entropy")
     assert lines[3 + len(RUNGS)].startswith("bigram entropy")
-    assert "3 steps x batch 8 x context 32" in proc.stdout
+    assert "3 steps x batch 8 x context 32" in out
 
 
 @pytest.mark.parametrize(
