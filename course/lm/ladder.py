@@ -1,7 +1,7 @@
 """A component ladder: seven language models, each one component more than the one before.
 
     from course.lm.ladder import train_ladder
-    result = train_ladder(steps=400)      # about two minutes on a 2-core CPU
+    result = train_ladder(steps=400)      # about 220 s of CPU time on one thread
     print(result.table())
 
 or `python -m course.lm ladder --steps 400`. The rungs, bottom to top:
