@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,23 @@ def abbrev(value: Any, max_chars: int = _MAX_CHARS) -> str:
         return f"{body}  ({str(value.dtype).replace('torch.', '')}, shape {tuple(value.shape)})"
     if isinstance(value, np.ndarray):
         return f"{_short_repr(value, max_chars)}  ({value.dtype}, shape {value.shape})"
-    if isinstance(value, tuple | list) and value and len(value) <= 6:
-        share = max(24, max_chars // len(value))
-        return _cut("(" + ", ".join(abbrev(v, share) for v in value) + ")", max_chars + 60)
-    return _cut(repr(value), max_chars)
+    if isinstance(value, tuple | list) and value:
+        share = max(24, max_chars // min(len(value), 8))
+        shown = [abbrev(v, share) for v in value[:8]]
+        more = [f"... {len(value) - 8} more"] if len(value) > 8 else []
+        return _cut("(" + ", ".join(shown + more) + ")", max_chars + 60)
+    if isinstance(value, dict) and value:
+        # A dict of weights: names with dtype and shape, not every value.
+        items = [f"{k!r}: {_brief(v)}" for k, v in list(value.items())[:4]]
+        more = f", ... ({len(value)} entries)" if len(value) > 4 else ""
+        return _cut("{" + ", ".join(items) + more + "}", max_chars)
+    return _cut(" ".join(repr(value).split()), max_chars)
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).replace('torch.', '')} {tuple(value.shape)}"
+    return abbrev(value, 40)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -416,16 +430,52 @@ def _case_problem(spec: dict, case: dict, call: Call, outcome, earlier) -> list[
     if mismatch is None:
         return None
     what = "gradient" if case["mode"] == "grad" else "result"
-    lines = [
-        f"  expected: {describe(expected)}  ({_summary(expected)})",
-        f"  got:      {describe(outcome.plain)}  ({_summary(outcome.plain)})",
-        f"  problem:  the {what} differs: {mismatch}",
-    ]
+    record = _record(expected, outcome.plain, mismatch, spec.get("signature", ""))
+    if record is not None:
+        lines = record
+    else:
+        lines = [
+            f"  expected: {describe(expected)}  ({_summary(expected)})",
+            f"  got:      {describe(outcome.plain)}  ({_summary(outcome.plain)})",
+            f"  problem:  the {what} differs: {mismatch}",
+        ]
     hints = _looks_like(spec, case, outcome.plain, None, earlier)
     if not hints:
         found = diagnose(expected, outcome.plain, mismatch, call.args)
         hints = [found] if found else []
     return lines + [f"  hint:     {h}" for h in hints]
+
+
+def _record(expected, got, mismatch, signature: str) -> list[str] | None:
+    """For a list of named records (e.g. (name, shape, mean, std) tuples) whose item i differs:
+    the expected and the returned record i alone, labelled with its name, instead of both whole
+    lists. The fields are named as the signature's "list of (a, b, ...)" names them."""
+    head, _, rest = mismatch.path.partition(",")
+    if not (isinstance(expected, list) and isinstance(got, list) and head.startswith("item ")):
+        return None
+    try:
+        i = int(head.removeprefix("item "))
+        want = expected[i]
+    except (ValueError, IndexError):
+        return None
+    if not (isinstance(want, list) and want and isinstance(want[0], dict)):
+        return None
+    if want[0].get("dtype") != "str":
+        return None
+    have = got[i] if i < len(got) else None
+    shown = "nothing" if have is None else describe(have)
+    field = rest.strip().replace("item", "field") or "it"
+    named = re.search(r"list of \(([^)]*)\)", signature)
+    if named and field.startswith("field "):
+        names = [n.strip() for n in named.group(1).split(",")]
+        j = field.removeprefix("field ").split(",")[0].strip()
+        if j.isdigit() and int(j) < len(names):
+            field = f"its {names[int(j)]}" + field[len(f"field {j}") :]
+    return [
+        f"  expected: {describe(want)}  (entry {i})",
+        f"  got:      {shown}",
+        f"  problem:  entry {i} ({want[0]['text']!r}) differs, {field}: {mismatch.message}",
+    ]
 
 
 def _summary(plain) -> str:
