@@ -38,6 +38,11 @@ __all__ = [
     "inspect_tensor_result",
     "inspect_float_pair",
     "inspect_caller_tensors",
+    "inspect_python_int",
+    "inspect_init_plan",
+    "inspect_lm_forward",
+    "inspect_cached_rope",
+    "inspect_sampler",
     "toy_lm",
     "toy_lm_mqa",
     "toy_lm_mha",
@@ -856,3 +861,229 @@ def inspect_int_bytes(fn, args, kwargs, out) -> str | None:
         f"returned a float, not an int: {out!r} bytes, where a number of bytes is a whole "
         "number. Multiply integers only (no /, no float(), no math.pow)"
     )
+
+
+# ---------------------------------------------------------------- lesson 08: inspectors
+
+
+def inspect_python_int(fn, args, kwargs, out) -> str | None:
+    """A parameter count is a Python int (not a float from `/`, not a 0-d tensor)."""
+    if type(out) is int:
+        return None
+    if type(out) is float:
+        how = "a float (what / or math.pow gives)"
+    elif type(out) is torch.Tensor:
+        how = f"a {str(out.dtype).removeprefix('torch.')} tensor of shape {tuple(out.shape)}"
+    else:
+        how = _returned(out)
+    return (
+        f"returned {how}, where a count of parameters is a Python int: multiply and add "
+        "integers only (// for the head width), and int(...) a tensor's .numel()"
+    )
+
+
+def inspect_init_plan(fn, args, kwargs, out) -> str | None:
+    """init_plan's result is a list of (name: str, shape: tuple of ints, mean: float, std:
+    float); a problem names the entry's parameter and the field."""
+    if type(out) is not list:
+        return (
+            f"returned {_returned(out)}, where the contract is a list of (name, shape, mean, std)"
+        )
+    for i, entry in enumerate(out):
+        if type(entry) is not tuple or len(entry) != 4:
+            return (
+                f"entry {i} is {_returned(entry) if type(entry) is not tuple else entry!r}: each "
+                "entry is a tuple (name, shape, mean, std) of four values"
+            )
+        name, shape, mean, std = entry
+        label = f"entry {i} ({name!r})" if type(name) is str else f"entry {i}"
+        if type(name) is not str:
+            return f"{label}: the name is a {type(name).__name__}, where a str is expected"
+        if type(shape) is not tuple or not all(type(n) is int for n in shape):
+            kind = type(shape).__name__
+            inner = (
+                ", ".join(sorted({type(n).__name__ for n in shape}))
+                if kind in ("list", "tuple")
+                else ""
+            )
+            what = f"a {kind}" + (f" of {inner}" if inner else "")
+            return (
+                f"{label}: the shape is {what} ({shape!r}), where a tuple of Python ints is "
+                "expected, as nn.Linear's weight.shape gives: write (d_out, d_in), not "
+                "[d_out, d_in]"
+            )
+        for field, value in (("mean", mean), ("std", std)):
+            if type(value) is not float:
+                return (
+                    f"{label}: the {field} is a {type(value).__name__} ({value!r}), where a Python "
+                    "float is expected (write 1.0 and 0.0, not 1 and 0)"
+                )
+    return None
+
+
+def _rope_tables(positions: torch.Tensor, head_dim: int, dtype: torch.dtype):
+    """cos, sin of positions[..., None] * 10000^(-2i/head_dim), as the lesson's prose states."""
+    i = torch.arange(0, head_dim, 2, dtype=torch.float64)
+    angles = positions.to(torch.float64)[..., None] * 10000.0 ** (-i / head_dim)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _same(a, b) -> bool:
+    if type(a) is torch.Tensor and type(b) is torch.Tensor:
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if type(a) in (list, tuple) and type(b) in (list, tuple) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+def inspect_lm_forward(fn, args, kwargs, out) -> str | None:
+    """Blame what lm_forward's stages cannot show: a block that writes into its input (an
+    in-place residual rewrites the stage stored before it), RoPE tables asked for in another
+    dtype than the weights', and a wrong `rope_cos_sin` part (the block check is handed correct
+    tables)."""
+    from course.calling import copy_args, swapped_globals
+
+    params, n_heads = args[1], args[2]
+    emb = params["tok_emb.weight"]
+    namespace = getattr(fn, "__globals__", {}) or {}
+    block = namespace.get("block_forward")
+    if kwargs.get("return_stages") and callable(block):
+        written: list[int] = []
+
+        def watching(x, *a, **k):
+            before = x.clone() if type(x) is torch.Tensor else None
+            result = block(x, *a, **k)
+            if before is not None and not torch.equal(x, before):
+                written.append(a[1] if len(a) > 1 else k.get("layer", -1))
+            return result
+
+        with swapped_globals(fn, {"block_forward": watching}):
+            fn(*copy_args(args), **copy_args(kwargs))
+        if written:
+            return (
+                f"block_forward wrote into the stream it was given (layer {written[0]}): an "
+                "in-place residual add (x += ..., x.add_(...)) changes the tensor lm_forward "
+                "already stored as the previous stage, so that stage (item 0, the embeddings, "
+                "for block 0) looks wrong. Write x = x + ... (a new tensor)"
+            )
+    rope = namespace.get("rope_cos_sin")
+    if not callable(rope):
+        return None
+    asked: list = []
+
+    def recording(*a, **k):
+        asked.append(k.get("dtype", a[3] if len(a) > 3 else torch.float32))
+        return rope(*a, **k)
+
+    with swapped_globals(fn, {"rope_cos_sin": recording}):
+        fn(*copy_args(args), **copy_args(kwargs))
+    wrong = [d for d in asked if d != emb.dtype]
+    if wrong:
+        return (
+            f"lm_forward asks rope_cos_sin for {str(wrong[0]).removeprefix('torch.')} tables in "
+            f"a {str(emb.dtype).removeprefix('torch.')} model: pass dtype=the weights' dtype "
+            "(params['tok_emb.weight'].dtype), or float64 weights are rotated with float32 angles"
+        )
+    if not asked:
+        return None
+    return _rope_part_problem(fn, args, kwargs, out, emb.shape[1] // n_heads, emb.dtype, "item 1")
+
+
+def inspect_cached_rope(fn, args, kwargs, out) -> str | None:
+    """cached_logits runs lm_forward: a wrong `rope_cos_sin` part is named as such."""
+    params, n_heads = args[1], args[2]
+    emb = params["tok_emb.weight"]
+    head_dim = emb.shape[1] // n_heads
+    return _rope_part_problem(fn, args, kwargs, out, head_dim, emb.dtype, "every position")
+
+
+def _rope_part_problem(fn, args, kwargs, out, head_dim, dtype, where: str) -> str | None:
+    """A message when the learner's rope_cos_sin gives other tables than the prose's formula
+    AND fn's result changes once correct tables replace them (so the part is to blame)."""
+    from course.calling import copy_args, swapped_globals
+
+    rope = (getattr(fn, "__globals__", {}) or {}).get("rope_cos_sin")
+    if not callable(rope):
+        return None
+    positions = torch.arange(args[0].shape[1])
+    want = _rope_tables(positions, head_dim, dtype)
+    try:
+        got = rope(positions, head_dim, dtype=dtype)
+        ok = all(
+            type(g) is torch.Tensor and g.shape == w.shape and torch.allclose(g, w, 1e-4, 1e-5)
+            for g, w in zip(got, want, strict=True)
+        )
+    except Exception:  # noqa: BLE001 - a broken part is what we are looking for
+        ok = False
+    if ok:
+        return None
+
+    def correct(p, d, theta=10000.0, dtype=torch.float32):
+        return _rope_tables(p, d, dtype)
+
+    try:
+        with swapped_globals(fn, {"rope_cos_sin": correct}):
+            fixed = fn(*copy_args(args), **copy_args(kwargs))
+    except Exception:  # noqa: BLE001 - then the part is not the only problem
+        return None
+    if _same(fixed, out):
+        return None
+    return (
+        "your rope_cos_sin (the lesson 05 part in section 1) gives wrong tables: lm_forward "
+        f"builds every block's RoPE from it, so {where} differs although block_forward passes "
+        "its own check (that check hands it correct cos and sin). Fix rope_cos_sin: its check "
+        "in section 1 tests every pair"
+    )
+
+
+def inspect_sampler(fn, args, kwargs, out) -> str | None:
+    """sample_frequencies' own `sample_next` (from the notebook) must return int64 (B,) token
+    ids as a tensor, leave the logits as they were, and draw with the generator it is given:
+    the same seed the same tokens, another seed other tokens."""
+    sample_next = (getattr(fn, "__globals__", {}) or {}).get("sample_next")
+    if not callable(sample_next):
+        return None
+    logits, temperature, top_p = args[0], args[1], args[2]
+    rows = logits.repeat(64, 1)
+    given = rows.clone()
+    first = sample_next(rows, temperature, top_p, generator=torch.Generator().manual_seed(0))
+    if type(first) is not torch.Tensor:
+        return (
+            f"sample_next returned {_returned(first)}, where a torch.Tensor of token ids is "
+            "expected: keep it a tensor (no .numpy(), .tolist() or .item())"
+        )
+    if not torch.equal(rows, given):
+        return (
+            "sample_next changed the logits it was given (an in-place operation such as "
+            "logits.div_(t), logits /= t or masked_fill_): the caller's tensor must stay as it "
+            "was. Compute a new tensor, logits / temperature"
+        )
+    if tuple(first.shape) != (64,):
+        hint = (
+            " (squeeze the last dim: multinomial returns (B, 1))" if first.shape == (64, 1) else ""
+        )
+        return (
+            f"sample_next returned shape {tuple(first.shape)} for 64 rows of logits, where "
+            f"one id per row, (B,) = (64,), is expected{hint}"
+        )
+    if first.dtype != torch.int64:
+        return (
+            f"sample_next returned {str(first.dtype).removeprefix('torch.')} token ids, where "
+            "int64 (torch.long, what argmax and multinomial give) is expected: drop the .to(...)"
+        )
+    # Reproducibility is checked on uniform logits (every token possible), whatever this
+    # probe's temperature and top_p leave of its own distribution.
+    uniform = torch.zeros_like(rows)
+    draws = [
+        sample_next(uniform.clone(), 1.0, 1.0, generator=torch.Generator().manual_seed(s))
+        for s in (0, 0, 1)
+    ]
+    if not all(type(d) is torch.Tensor and d.shape == first.shape for d in draws):
+        return None
+    if not torch.equal(draws[0], draws[1]) or torch.equal(draws[0], draws[2]):
+        return (
+            "sample_next ignores the generator it is given: the same seed must give the same "
+            "tokens and another seed other tokens. Pass it on: torch.multinomial(probs, 1, "
+            "generator=generator)"
+        )
+    return None

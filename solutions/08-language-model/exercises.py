@@ -19,6 +19,17 @@ from solutions.kernels import assembled as A
 from solutions.kernels.positions import rope_cos_sin
 
 
+# The parts of lessons 04 and 06 are replaced by PyTorch's own while a block, the model or the
+# cached decoding is judged (each is graded in its own lesson); RoPE has no built-in, so the
+# learner's rope_cos_sin and rotate_pairs are used in all three alike.
+PARTS_STAND_INS = {
+    "split_heads": "course.stand_ins:split_heads",
+    "merge_heads": "course.stand_ins:merge_heads",
+    "repeat_kv": "course.stand_ins:repeat_kv",
+    "rms_norm": "course.stand_ins:rms_norm",
+}
+
+
 def weights(g, vocab, d, L, H, H_kv, d_ff, tied=True, dtype=torch.float32) -> dict:
     """Probe weights: unit-scale matrices (so that every mistake moves the logits by far more
     than float32's tolerance) and norm weights scattered around 1 (so that swapping norms shows)."""
@@ -86,6 +97,33 @@ COUNT_MISTAKES = [
         source=sources(COUNT_SOURCE, ("block = 2 * d_model +", "block =")),
     ),
     Mistake(
+        id="count-one-norm-per-block",
+        hint="each pre-LN block has TWO RMSNorms, norm1 before attention and norm2 before the "
+        "feed-forward: 2 d_model weights per block, not d_model",
+        source=sources(COUNT_SOURCE, ("block = 2 * d_model +", "block = d_model +")),
+    ),
+    Mistake(
+        id="count-biases",
+        hint="this model has no biases (every nn.Linear is bias=False, as in Llama; RMSNorm has "
+        "none either): count the weight matrices and the norm weights only",
+        source=sources(
+            COUNT_SOURCE,
+            (
+                "block = 2 * d_model + attention + 3 * d_ff * d_model",
+                "biases = (n_heads + 2 * n_kv_heads) * head_dim + d_model + 2 * d_ff + d_model\n"
+                "    block = 2 * d_model + attention + 3 * d_ff * d_model + biases",
+            ),
+        ),
+    ),
+    Mistake(
+        id="count-float",
+        hint="a count of parameters is a Python int: / makes a float (use // for head_dim), "
+        "and a tensor's numel() sum must be int(...)",
+        source=sources(
+            COUNT_SOURCE, ("head_dim = d_model // n_heads", "head_dim = d_model / n_heads")
+        ),
+    ),
+    Mistake(
         id="count-ffn-two-matrices",
         hint="SwiGLU has three matrices (W_gate, W_up: d_ff x d_model; W_down: d_model x d_ff), "
         "not GELU's two: 3 d_ff d_model",
@@ -94,11 +132,15 @@ COUNT_MISTAKES = [
 ]
 
 
+INT_COUNT = "course.probe_layers:inspect_python_int"
+
+
 def count_visible() -> list[Probe]:
     return [
         Probe(
             name="the cpu preset: 256, 96, 3 layers, 4 heads, d_ff 256",
             args=(256, 96, 3, 4, 4, 256),
+            inspect=INT_COUNT,
         ),
         Probe(name="GQA: 4 query heads share 2 kv heads", args=(256, 64, 2, 4, 2, 192)),
         Probe(name="untied head", args=(256, 64, 2, 4, 4, 192), kwargs={"tied": False}),
@@ -108,7 +150,11 @@ def count_visible() -> list[Probe]:
 def count_hidden(g: torch.Generator) -> list[Probe]:
     L = int(torch.randint(1, 13, (1,), generator=g))
     return [
-        Probe(name="the gpu preset: 384, 6 layers, 6 heads", args=(256, 384, 6, 6, 6, 1024)),
+        Probe(
+            name="the gpu preset: 384, 6 layers, 6 heads",
+            args=(256, 384, 6, 6, 6, 1024),
+            inspect=INT_COUNT,
+        ),
         Probe(name=f"{L} layers, MQA", args=(1000, 128, L, 8, 1, 352)),
         Probe(
             name="Llama-like GQA, untied",
@@ -189,6 +235,27 @@ PLAN_MISTAKES = [
         ),
     ),
     Mistake(
+        id="init-shapes-lists",
+        hint="shapes are tuples of ints, (d_out, d_in) as nn.Linear's weight.shape gives, not "
+        "lists [d_out, d_in]",
+        source=sources(
+            PLAN_SOURCE,
+            (
+                '(p + "attn.W_o.weight", (d_model, d_model)',
+                '(p + "attn.W_o.weight", [d_model, d_model]',
+            ),
+        ),
+    ),
+    Mistake(
+        id="init-int-mean",
+        hint="mean and std are Python floats: norm weights are (1.0, 0.0), not (1, 0)",
+        source=sources(
+            PLAN_SOURCE,
+            ('"norm1.weight", (d_model,), 1.0, 0.0', '"norm1.weight", (d_model,), 1, 0'),
+            ('"norm2.weight", (d_model,), 1.0, 0.0', '"norm2.weight", (d_model,), 1, 0'),
+        ),
+    ),
+    Mistake(
         id="init-gqa-ignored",
         hint="W_qkv has (n_heads + 2 n_kv_heads) head_dim rows: with GQA the keys and values have "
         "n_kv_heads heads, not n_heads",
@@ -197,9 +264,16 @@ PLAN_MISTAKES = [
 ]
 
 
+PLAN_TYPES = "course.probe_layers:inspect_init_plan"
+
+
 def plan_visible() -> list[Probe]:
     return [
-        Probe(name="2 layers, 4 heads, 2 kv heads, tied", args=(256, 16, 2, 4, 2, 48)),
+        Probe(
+            name="2 layers, 4 heads, 2 kv heads, tied",
+            args=(256, 16, 2, 4, 2, 48),
+            inspect=PLAN_TYPES,
+        ),
         Probe(name="1 layer, untied", args=(11, 8, 1, 2, 2, 32), kwargs={"tied": False}),
     ]
 
@@ -207,7 +281,9 @@ def plan_visible() -> list[Probe]:
 def plan_hidden(g: torch.Generator) -> list[Probe]:
     L = int(torch.randint(1, 9, (1,), generator=g))
     return [
-        Probe(name=f"{L} layers, 6 heads, tied", args=(256, 384, L, 6, 6, 1024)),
+        Probe(
+            name=f"{L} layers, 6 heads, tied", args=(256, 384, L, 6, 6, 1024), inspect=PLAN_TYPES
+        ),
         Probe(name="8 layers, MQA, untied", args=(100, 64, 8, 4, 1, 192), kwargs={"tied": False}),
         Probe(name="3 layers, GQA", args=(256, 96, 3, 4, 2, 256)),
     ]
@@ -330,6 +406,49 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
         ),
     ),
     Mistake(
+        id="block-no-scale",
+        hint="the attention scores are q k^T / sqrt(head_dim): without the 1/sqrt(d) scale the "
+        "softmax saturates (SDPA applies it by default; scale=1.0 removes it)",
+        source=sources(BLOCK_SOURCE, ("attn_mask=mask)", "attn_mask=mask, scale=1.0)")),
+    ),
+    Mistake(
+        id="block-gelu",
+        hint="SwiGLU gates with SiLU (x * sigmoid(x), F.silu), not GELU: "
+        "silu(h W_gate^T) * (h W_up^T)",
+        source=sources(BLOCK_SOURCE, ("(F.silu(gate) * up)", "(F.gelu(gate) * up)")),
+    ),
+    Mistake(
+        id="block-qkv-split-order",
+        hint="W_qkv's rows are queries first, then keys, then values: q, k, v = "
+        "qkv.split([n_heads * hd, n_kv_heads * hd, n_kv_heads * hd], dim=-1), in that order",
+        source=sources(BLOCK_SOURCE, ("    q, k, v = qkv.split(", "    q, v, k = qkv.split(")),
+    ),
+    Mistake(
+        id="block-rope-half-layout",
+        hint="this model's RoPE rotates interleaved pairs (2i, 2i + 1), rotate_pairs' default "
+        "layout, not the half-split pairs (i, i + d/2) of layout='half'",
+        source=sources(
+            BLOCK_SOURCE,
+            (
+                "q = rotate_pairs(split_heads(q, n_heads), cos, sin)",
+                "q = rotate_pairs(split_heads(q, n_heads), cos, sin, layout='half')",
+            ),
+            (
+                "k = rotate_pairs(split_heads(k, n_kv_heads), cos, sin)",
+                "k = rotate_pairs(split_heads(k, n_kv_heads), cos, sin, layout='half')",
+            ),
+        ),
+    ),
+    Mistake(
+        id="block-in-place-residual",
+        hint="x += ... writes into the tensor you were given (the caller's residual stream, "
+        "and in lm_forward the stage already stored): write x = x + ... for each residual add",
+        source=sources(
+            BLOCK_SOURCE,
+            ("    x = x + merge_heads(att)", "    x += merge_heads(att)"),
+        ),
+    ),
+    Mistake(
         id="block-gate-up-swapped",
         hint="SwiGLU puts SiLU on the gate: silu(h W_gate^T) * (h W_up^T), not silu(h W_up^T) * "
         "(h W_gate^T)",
@@ -406,8 +525,8 @@ STAGES = (
 FORWARD_MISTAKES = [
     Mistake(
         id="forward-no-final-norm",
-        hint="the last block's output goes through the final norm (norm_f.weight) before the head: "
-        "" + STAGES,
+        hint="the last block's output goes through the final norm (norm_f.weight) before the "
+        "head. " + STAGES,
         source=sources(FORWARD_SOURCE, ('x = rms_norm(x, params["norm_f.weight"])', "pass")),
     ),
     Mistake(
@@ -431,6 +550,29 @@ FORWARD_MISTAKES = [
         source=sources(FORWARD_SOURCE, ("x = emb[idx]", "x = emb[idx] * math.sqrt(emb.shape[1])")),
     ),
     Mistake(
+        id="forward-rope-float32",
+        hint="RoPE's tables must be in the weights' dtype: rope_cos_sin(positions, head_dim, "
+        "dtype=params['tok_emb.weight'].dtype). Float32 tables in a float64 model are off by "
+        "about 1e-5, far beyond float64's tolerance",
+        source=sources(
+            FORWARD_SOURCE,
+            ("emb.shape[1] // n_heads, dtype=emb.dtype)", "emb.shape[1] // n_heads)"),
+        ),
+    ),
+    Mistake(
+        id="forward-kv-heads-none",
+        hint="n_kv_heads=None means n_heads (plain multi-head attention): start with "
+        "n_kv_heads = n_kv_heads or n_heads",
+        source=sources(FORWARD_SOURCE, ("    n_kv_heads = n_kv_heads or n_heads\n", "")),
+    ),
+    Mistake(
+        id="forward-in-place-residual",
+        hint="x += ... in the block writes into the tensor lm_forward already stored as a stage "
+        "(item 0, the embeddings): write x = x + ... for each residual add",
+        source=FORWARD_SOURCE
+        + sources(BLOCK_SOURCE, ("    x = x + merge_heads(att)", "    x += merge_heads(att)")),
+    ),
+    Mistake(
         id="forward-head-dim-is-d-model",
         hint="RoPE's tables are per head: head_dim = d_model // n_heads (head_dim / 2 angles per "
         "position), not d_model",
@@ -443,6 +585,9 @@ def forward_case(g, vocab, B, T, D, L, H, H_kv, d_ff, tied=True, dtype=torch.flo
     return (tokens(g, vocab, B, T), weights(g, vocab, D, L, H, H_kv, d_ff, tied, dtype), H, H_kv)
 
 
+FORWARD_INSPECT = "course.probe_layers:inspect_lm_forward"
+
+
 def forward_visible() -> list[Probe]:
     g = seeded(802)
     return [
@@ -450,6 +595,7 @@ def forward_visible() -> list[Probe]:
             name="every stage, 2 layers, tied (item 0 embeddings, 1-2 blocks, 3 final norm, 4 logits)",
             args=forward_case(g, 11, 2, 5, 8, 2, 2, 1, 16),
             kwargs={"return_stages": True},
+            inspect=FORWARD_INSPECT,
         ),
         Probe(
             name="logits, 1 layer, untied head",
@@ -458,6 +604,16 @@ def forward_visible() -> list[Probe]:
         Probe(
             name="logits, 2 layers, 4 heads, 2 kv heads",
             args=forward_case(g, 13, 2, 6, 16, 2, 4, 2, 32),
+        ),
+        Probe(
+            name="n_kv_heads not given (None: as many kv heads as heads)",
+            args=forward_case(g, 11, 1, 4, 8, 1, 2, 2, 16)[:3],
+        ),
+        Probe(
+            name="float64 weights: every stage in float64",
+            args=forward_case(g, 11, 2, 5, 8, 2, 2, 1, 16, dtype=torch.float64),
+            kwargs={"return_stages": True},
+            inspect=FORWARD_INSPECT,
         ),
     ]
 
@@ -472,6 +628,7 @@ def forward_hidden(g: torch.Generator) -> list[Probe]:
             kwargs={"return_stages": True},
         ),
         Probe(name="one token", args=forward_case(g, 11, 3, 1, 8, 1, 2, 1, 16)),
+        Probe(name="n_kv_heads=None", args=forward_case(g, 13, 2, 5, 12, 2, 3, 3, 32)[:3]),
         Probe(name="float64", args=forward_case(g, 11, 2, 6, 12, 2, 3, 1, 32, dtype=torch.float64)),
     ]
 
@@ -511,6 +668,31 @@ def lm_loss(logits, idx):
         source=sources(LOSS_SOURCE, ("reshape(-1))", "reshape(-1), reduction='sum')")),
     ),
     Mistake(
+        id="loss-over-all-positions",
+        hint="there are B (T - 1) predictions, not B T: the last position has no target. Take "
+        "the mean of the shifted cross-entropy (F.cross_entropy's default), do not divide a sum "
+        "by B * T",
+        source="""
+def lm_loss(logits, idx):
+    B, T, V = logits.shape
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1), reduction="sum") / (B * T)
+""",
+    ),
+    Mistake(
+        id="loss-float32",
+        hint="the loss keeps the logits' dtype: float64 logits give a float64 loss. Do not "
+        "convert with .float() (or compute through a float32 tensor)",
+        source=sources(
+            LOSS_SOURCE,
+            ("F.cross_entropy(logits[:, :-1]", "F.cross_entropy(logits[:, :-1].float()"),
+        ),
+    ),
+    Mistake(
+        id="loss-python-float",
+        hint="return the loss as a 0-d tensor (training calls .backward() on it): no .item()",
+        source=sources(LOSS_SOURCE, ("idx[:, 1:].reshape(-1))", "idx[:, 1:].reshape(-1)).item()")),
+    ),
+    Mistake(
         id="loss-mean-over-batch-only",
         hint="average over all B (T - 1) predictions, not per sequence summed over positions",
         source="""
@@ -529,6 +711,10 @@ def loss_visible() -> list[Probe]:
         Probe(name="B=2, T=5, vocab 7", args=(randn(g, 2, 5, 7, scale=2), tokens(g, 7, 2, 5))),
         Probe(
             name="T=2: one prediction per sequence", args=(randn(g, 3, 2, 5), tokens(g, 5, 3, 2))
+        ),
+        Probe(
+            name="float64 logits: a float64 loss",
+            args=(randn(g, 2, 4, 6, dtype=torch.float64), tokens(g, 6, 2, 4)),
         ),
         Probe(
             name="gradient with respect to the logits (the last position gets none)",
@@ -604,6 +790,15 @@ CACHED_MISTAKES = [
         + sources(FORWARD_SOURCE, ("torch.arange(past, past + T,", "torch.arange(T,")),
     ),
     Mistake(
+        id="cache-mask-wrong-sign",
+        hint="the mask's diagonal is S - T (the number of cached keys), not T - S: "
+        "torch.ones(T, S).tril(S - T) lets query i see keys 0 .. S - T + i. With tril(T - S) a "
+        "new token behind a cache sees no key at all (or too few)",
+        source=CACHED_SOURCE
+        + FORWARD_SOURCE
+        + sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=T - S)")),
+    ),
+    Mistake(
         id="cache-mask-top-left",
         hint="with cached keys the causal mask is aligned to the LAST key: query i (position past "
         "+ i) sees keys 0 .. past + i, torch.ones(T, S).tril(S - T). SDPA's is_causal=True aligns "
@@ -631,6 +826,7 @@ def cached_visible() -> list[Probe]:
         Probe(
             name="prompt of 3, then 3 tokens one at a time",
             args=cached_case(g, 11, 2, 6, 8, 2, 2, 1, 16, 3),
+            inspect="course.probe_layers:inspect_cached_rope",
         ),
         Probe(name="prompt of 1, then 4 tokens", args=cached_case(g, 11, 1, 5, 8, 1, 2, 2, 16, 1)),
     ]
@@ -667,7 +863,9 @@ FREQUENCIES = """
 
 def sample_frequencies(logits, temperature, top_p, n_samples, seed):
     g = torch.Generator().manual_seed(seed)
-    tokens = sample_next(logits.expand(n_samples, -1), temperature, top_p, generator=g)
+    tokens = sample_next(logits.repeat(n_samples, 1), temperature, top_p, generator=g)
+    # Counted whatever came back; the check then says what is wrong with it.
+    tokens = torch.as_tensor(tokens).reshape(-1).long()
     return torch.bincount(tokens, minlength=logits.shape[-1]).to(torch.float64) / n_samples
 """
 
@@ -738,6 +936,36 @@ def sample_next(logits, temperature=1.0, top_p=1.0, generator=None):
         + FREQUENCIES,
     ),
     Mistake(
+        id="sampler-ignores-generator",
+        hint="draw with the generator you are given, torch.multinomial(probs, 1, "
+        "generator=generator): the same seed must give the same text",
+        source=sources(SAMPLE_SOURCE, (", 1, generator=generator)", ", 1)")) + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-int32",
+        hint="token ids are int64 (torch.long), what argmax and multinomial return: no "
+        ".int() or .to(torch.int32)",
+        source=sources(SAMPLE_SOURCE, (".squeeze(-1)", ".squeeze(-1).to(torch.int32)"))
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-keeps-sample-dim",
+        hint="one id per row, shape (B,): multinomial returns (B, 1), so squeeze its last dim",
+        source=sources(SAMPLE_SOURCE, (".squeeze(-1)", "")) + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-returns-numpy",
+        hint="return a torch tensor of token ids, not a NumPy array (no .numpy() or .tolist())",
+        source=sources(SAMPLE_SOURCE, (".squeeze(-1)", ".squeeze(-1).numpy()")) + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-divides-in-place",
+        hint="logits.div_(temperature) (or logits /= temperature) changes the caller's logits: "
+        "compute a new tensor, logits / temperature",
+        source=sources(SAMPLE_SOURCE, ("logits / temperature", "logits.div_(temperature)"))
+        + FREQUENCIES,
+    ),
+    Mistake(
         id="always-greedy",
         hint="sampling draws from the distribution (torch.multinomial with the generator); argmax "
         "is only temperature 0 or top_p 0",
@@ -755,7 +983,12 @@ FREQ_TOL = Tolerance(
 
 
 def sample_probe(name, logits, temperature, top_p, seed) -> Probe:
-    return Probe(name=name, args=(logits, temperature, top_p, 20000, seed), tolerance=FREQ_TOL)
+    return Probe(
+        name=name,
+        args=(logits, temperature, top_p, 20000, seed),
+        tolerance=FREQ_TOL,
+        inspect="course.probe_layers:inspect_sampler",
+    )
 
 
 def sample_visible() -> list[Probe]:
@@ -847,12 +1080,7 @@ LESSON = Lesson(
             visible=block_visible,
             hidden=block_hidden,
             mistakes=BLOCK_MISTAKES,
-            stand_ins={
-                "split_heads": "course.stand_ins:split_heads",
-                "merge_heads": "course.stand_ins:merge_heads",
-                "repeat_kv": "course.stand_ins:repeat_kv",
-                "rms_norm": "course.stand_ins:rms_norm",
-            },
+            stand_ins=PARTS_STAND_INS,
             uses=("rotate_pairs", "rms_norm", "split_heads", "merge_heads", "repeat_kv"),
         ),
         Exercise(
@@ -868,8 +1096,8 @@ LESSON = Lesson(
             visible=forward_visible,
             hidden=forward_hidden,
             mistakes=FORWARD_MISTAKES,
-            stand_ins={"rms_norm": "course.stand_ins:rms_norm"},
-            uses=("block_forward", "rope_cos_sin", "rms_norm"),
+            stand_ins=PARTS_STAND_INS,
+            uses=("block_forward", "rope_cos_sin", "rotate_pairs"),
         ),
         Exercise(
             id="lm-loss",
@@ -897,6 +1125,7 @@ LESSON = Lesson(
             visible=cached_visible,
             hidden=cached_hidden,
             mistakes=CACHED_MISTAKES,
+            stand_ins=PARTS_STAND_INS,
             uses=("lm_forward", "block_forward"),
         ),
         Exercise(
