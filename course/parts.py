@@ -1,10 +1,12 @@
 """Bring a learner's own functions from earlier lesson notebooks into a later one.
 
-Lesson 08 assembles a language model from the parts a learner wrote in lessons 04 and 05. The
+Lesson 08 assembles a language model from the parts a learner wrote in lessons 04, 05 and 06. The
 grader sees one notebook at a time, so the parts must be *in* the lesson 08 notebook as code.
 `copy_parts` reads the learner's earlier notebooks (next to this one in the course folder),
 finds each named top-level function, and returns their source, ready to paste into an answer
-cell; in JupyterLab it can also put that source into a new cell below. It names every part that
+cell; it can also ask the notebook's front end for a new cell below holding that source (JupyterLab
+and the classic Notebook create it; others, such as VS Code or nbconvert, ignore the request, so
+the source is printed as well). It names every part that
 is missing or still unsolved (its body still raises NotImplementedError), so that a learner
 knows what to finish first. Nothing here executes the learner's code.
 """
@@ -23,6 +25,7 @@ __all__ = ["PartsReport", "find_parts", "copy_parts", "LESSON_PARTS"]
 LESSON_PARTS: dict[str, list[str]] = {
     "04-multi-head": ["split_heads", "merge_heads", "repeat_kv"],
     "05-positions": ["rope_cos_sin", "rotate_pairs"],
+    "06-normalization": ["rms_norm"],
 }
 
 
@@ -108,8 +111,10 @@ def copy_parts(
     course_dir: str | Path = "..",
     new_cell: bool = True,
 ) -> PartsReport:
-    """Print what was found and what was not; with `new_cell` (in JupyterLab) put the found
-    functions into a new cell below, to run (and keep: the grader reads only this notebook)."""
+    """Print what was found and what was not, and the found functions' code; with `new_cell`,
+    also ask the front end for a new cell below holding that code, to run (and keep: the grader
+    reads only this notebook). Only some front ends honour that request (JupyterLab, the classic
+    Notebook), and IPython cannot tell whether one did, so the message says so."""
     report = find_parts(parts, course_dir)
     print(report.summary())
     if report.sources and new_cell:
@@ -121,8 +126,11 @@ def copy_parts(
             shell = None
         if shell is not None:
             shell.set_next_input("# Copied by copy_parts: your own functions.\n" + report.code)
-            print("The functions are in a new cell below: run it.")
-            return report
+            print(
+                "Asked the notebook for a new cell below with these functions: run it and keep "
+                "it. JupyterLab and the classic Notebook create it; if none appeared (VS Code, "
+                "nbconvert...), paste the code below into a new cell yourself."
+            )
     if report.sources:
         print("\n" + report.code)
     return report

@@ -47,7 +47,10 @@ def test_controls_change_the_picture_and_anchors_are_reported_when_passed():
     linear_smoothed = list(w.state["train"])
     w.smoothing.value = 3
     assert w.state["train"] != linear_smoothed
-    assert w.state["train"][-1] == sum([2.6, 2.4, 2.3]) / 3
+    # Centred: each point is the mean of itself and its neighbours (two at the ends).
+    assert w.state["train"][2] == sum([4.0, 3.2, 2.6]) / 3
+    assert w.state["train"][-1] == sum([2.4, 2.3]) / 2
+    assert w.state["train"][0] == sum([5.5, 4.0]) / 2
 
 
 def test_a_sampler_that_raises_is_shown_not_raised():
@@ -68,3 +71,11 @@ def test_entropies_of_a_known_text():
     text = torch.tensor(list(Path(__file__).read_bytes()))
     h1, h2 = unigram_bigram_entropy(text.to(torch.uint8))
     assert 0 < h2 < h1 < math.log(256)
+
+
+def test_a_step_0_validation_is_drawn_but_does_not_count_as_passing_an_anchor():
+    w = TrainingExplorer(anchors={"uniform": math.log(256)}, min_redraw_s=1e9)
+    w({"step": 0, "val_loss": math.log(256) - 0.01})  # the untrained model, just below by chance
+    w({"step": 50, "val_loss": 3.0})
+    assert w.val[0] == (0, math.log(256) - 0.01)
+    assert w.state["passed"] == {"uniform": 50}

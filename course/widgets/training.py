@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import ipywidgets as W
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 # Counted with the corpus (course.lm.corpus); imported here too, where lesson 08 finds it.
 from course.lm.corpus import unigram_bigram_entropy  # noqa: F401
@@ -34,7 +35,7 @@ class TrainingExplorer(Explorer):
     anchors: {label: loss} drawn as horizontal lines (e.g. unigram and bigram entropies);
     target: the preset's target validation loss, or None; sample_fn: `model -> str`, called
     every `sample_every` steps (None: no samples). Controls: a log-scale toggle and a smoothing
-    slider for the training curve (both only change the picture).
+    slider for the training curve, a centred mean of k points (both only change the picture).
     """
 
     figsize = (8.0, 3.4)
@@ -63,7 +64,13 @@ class TrainingExplorer(Explorer):
     def controls(self) -> list[W.Widget]:
         self.log_scale = W.Checkbox(value=False, description="log scale")
         self.smoothing = W.IntSlider(
-            value=1, min=1, max=25, step=2, description="smooth (points)", continuous_update=False
+            value=1,
+            min=1,
+            max=25,
+            step=2,
+            description="smooth (points)",
+            continuous_update=False,
+            style={"description_width": "initial"},  # the whole label, not 80 px of it
         )
         return [self.log_scale, self.smoothing]
 
@@ -107,15 +114,17 @@ class TrainingExplorer(Explorer):
     # ------------------------------------------------------------ the explorer
 
     def compute(self) -> dict:
-        k = int(self.smoothing.value)
+        half = int(self.smoothing.value) // 2
         steps = [s for s, _ in self.train]
         losses = [v for _, v in self.train]
-        smoothed = [
-            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
-            for i in range(len(losses))
-        ]
+        # A centred mean (k = 2 half + 1 points, fewer at the ends): a trailing one would lag
+        # behind a falling curve and draw it above the validation points.
+        windows = [losses[max(0, i - half) : i + half + 1] for i in range(len(losses))]
+        smoothed = [sum(w) / len(w) for w in windows]
+        # Passed by training: a step-0 validation of the untrained model does not count (it
+        # sits on the uniform anchor, ln V, on either side by chance).
         passed = {
-            label: next((s for s, v in self.val if v <= value), None)
+            label: next((s for s, v in self.val if s > 0 and v <= value), None)
             for label, value in self.anchors.items()
         }
         return {
@@ -142,6 +151,9 @@ class TrainingExplorer(Explorer):
             ax.axhline(self.target, color="tab:red", ls=":", lw=1.2, label=f"target {self.target}")
         if state["log"]:
             ax.set_yscale("log")
+            # Losses span about one decade: plain numbers (2, 3, 4) on every tick, not 2x10^0.
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats per byte)")
         ax.grid(alpha=0.3)
