@@ -59,7 +59,8 @@ def init_plan(
     (GPT-2). A tied head is not a parameter of its own.
     """
     head_dim = d_model // n_heads
-    residual_std = 0.02 / math.sqrt(2 * n_layers)
+    # No blocks (n_layers = 0): no residual projection exists, so there is nothing to scale.
+    residual_std = 0.02 / math.sqrt(2 * n_layers) if n_layers else 0.02
     plan = [("tok_emb.weight", (vocab_size, d_model), 0.0, 0.02)]
     for i in range(n_layers):
         p = f"blocks.{i}."
