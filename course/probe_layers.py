@@ -921,13 +921,6 @@ def inspect_init_plan(fn, args, kwargs, out) -> str | None:
     return None
 
 
-def _rope_tables(positions: torch.Tensor, head_dim: int, dtype: torch.dtype):
-    """cos, sin of positions[..., None] * 10000^(-2i/head_dim), as the lesson's prose states."""
-    i = torch.arange(0, head_dim, 2, dtype=torch.float64)
-    angles = positions.to(torch.float64)[..., None] * 10000.0 ** (-i / head_dim)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
 def _same(a, b) -> bool:
     if type(a) is torch.Tensor and type(b) is torch.Tensor:
         return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
@@ -939,12 +932,11 @@ def _same(a, b) -> bool:
 def inspect_lm_forward(fn, args, kwargs, out) -> str | None:
     """Blame what lm_forward's stages cannot show: a block that writes into its input (an
     in-place residual rewrites the stage stored before it), RoPE tables asked for in another
-    dtype than the weights', and a wrong `rope_cos_sin` part (the block check is handed correct
-    tables)."""
+    dtype than the weights', and a `rope_cos_sin` part that fails lesson 05's own check (the
+    block check is handed tables, so only the model meets the part)."""
     from course.calling import copy_args, swapped_globals
 
-    params, n_heads = args[1], args[2]
-    emb = params["tok_emb.weight"]
+    emb = args[1]["tok_emb.weight"]
     namespace = getattr(fn, "__globals__", {}) or {}
     block = namespace.get("block_forward")
     if kwargs.get("return_stages") and callable(block):
@@ -986,54 +978,34 @@ def inspect_lm_forward(fn, args, kwargs, out) -> str | None:
         )
     if not asked:
         return None
-    return _rope_part_problem(fn, args, kwargs, out, emb.shape[1] // n_heads, emb.dtype, "item 1")
+    return _rope_part_problem(fn, "item 1")
 
 
 def inspect_cached_rope(fn, args, kwargs, out) -> str | None:
     """cached_logits runs lm_forward: a wrong `rope_cos_sin` part is named as such."""
-    params, n_heads = args[1], args[2]
-    emb = params["tok_emb.weight"]
-    head_dim = emb.shape[1] // n_heads
-    return _rope_part_problem(fn, args, kwargs, out, head_dim, emb.dtype, "every position")
+    return _rope_part_problem(fn, "every position")
 
 
-def _rope_part_problem(fn, args, kwargs, out, head_dim, dtype, where: str) -> str | None:
-    """A message when the learner's rope_cos_sin gives other tables than the prose's formula
-    AND fn's result changes once correct tables replace them (so the part is to blame)."""
-    from course.calling import copy_args, swapped_globals
+def _rope_part_problem(fn, where: str) -> str | None:
+    """A message when the learner's `rope_cos_sin` (from fn's notebook) fails lesson 05's own
+    check (`05-positions/rope-cos-sin`, expected tables baked at release): fn builds every
+    block's RoPE from it, so the part is to blame. None when it passes or is not there."""
+    from course import checks
 
     rope = (getattr(fn, "__globals__", {}) or {}).get("rope_cos_sin")
     if not callable(rope):
         return None
-    positions = torch.arange(args[0].shape[1])
-    want = _rope_tables(positions, head_dim, dtype)
     try:
-        got = rope(positions, head_dim, dtype=dtype)
-        ok = all(
-            type(g) is torch.Tensor and g.shape == w.shape and torch.allclose(g, w, 1e-4, 1e-5)
-            for g, w in zip(got, want, strict=True)
+        checks.check("05-positions/rope-cos-sin", rope, quiet=True)
+    except checks.CheckFailed as exc:
+        first = str(exc).splitlines()[0].removeprefix("✘ ")
+        return (
+            "your rope_cos_sin (the lesson 05 part in section 1) fails lesson 05's check "
+            f"({first}): {fn.__name__} builds every block's RoPE from it, so {where} differs "
+            "although block_forward passes its own check. Fix rope_cos_sin: its check in "
+            "section 1 names the problem"
         )
-    except Exception:  # noqa: BLE001 - a broken part is what we are looking for
-        ok = False
-    if ok:
-        return None
-
-    def correct(p, d, theta=10000.0, dtype=torch.float32):
-        return _rope_tables(p, d, dtype)
-
-    try:
-        with swapped_globals(fn, {"rope_cos_sin": correct}):
-            fixed = fn(*copy_args(args), **copy_args(kwargs))
-    except Exception:  # noqa: BLE001 - then the part is not the only problem
-        return None
-    if _same(fixed, out):
-        return None
-    return (
-        "your rope_cos_sin (the lesson 05 part in section 1) gives wrong tables: lm_forward "
-        f"builds every block's RoPE from it, so {where} differs although block_forward passes "
-        "its own check (that check hands it correct cos and sin). Fix rope_cos_sin: its check "
-        "in section 1 tests every pair"
-    )
+    return None
 
 
 def inspect_sampler(fn, args, kwargs, out) -> str | None:

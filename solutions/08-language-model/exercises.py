@@ -170,7 +170,8 @@ def count_hidden(g: torch.Generator) -> list[Probe]:
 PLAN_SOURCE = """
 def init_plan(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, tied=True):
     head_dim = d_model // n_heads
-    std, residual_std = 0.02, 0.02 / math.sqrt(2 * n_layers)
+    # GPT-2's residual scaling; with no blocks (n_layers = 0) there is nothing to scale.
+    std, residual_std = 0.02, 0.02 / math.sqrt(2 * n_layers) if n_layers else 0.02
     plan = [("tok_emb.weight", (vocab_size, d_model), 0.0, std)]
     for i in range(n_layers):
         p = f"blocks.{i}."
@@ -275,6 +276,10 @@ def plan_visible() -> list[Probe]:
             inspect=PLAN_TYPES,
         ),
         Probe(name="1 layer, untied", args=(11, 8, 1, 2, 2, 32), kwargs={"tied": False}),
+        Probe(
+            name="no blocks (n_layers = 0): embeddings, final norm, tied head",
+            args=(11, 8, 0, 2, 2, 32),
+        ),
     ]
 
 
