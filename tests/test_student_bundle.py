@@ -272,3 +272,76 @@ def test_the_bundle_config_ignores_an_autograder_the_bundle_does_not_have(tmp_pa
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "loaded {}" in proc.stdout, proc.stdout  # nbgrader's defaults, not the instructor's
+
+
+def _normalised(line: str) -> str:
+    return " ".join(line.split("#", 1)[0].split())
+
+
+def _solution_lines() -> dict[str, str]:
+    """{normalised line: lesson} for every distinctive line inside a ### BEGIN SOLUTION /
+    ### END SOLUTION region of the source notebooks (solutions/NN-topic/*.ipynb): exactly the
+    code nbgrader strips from what a student receives. A line the student notebooks
+    (course/NN-topic/*.ipynb) show anyway, as given code, is public and left out."""
+    public = {
+        _normalised(line)
+        for notebook in (REPO / "course").glob("[0-9][0-9]-*/*.ipynb")
+        for cell in json.loads(notebook.read_text())["cells"]
+        for line in "".join(cell["source"]).splitlines()
+    }
+    found: dict[str, str] = {}
+    for notebook in sorted((REPO / "solutions").glob("[0-9][0-9]-*/*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            inside = False
+            for line in "".join(cell["source"]).splitlines():
+                if "### BEGIN SOLUTION" in line or "### END SOLUTION" in line:
+                    inside = "BEGIN" in line
+                    continue
+                text = _normalised(line)
+                if inside and len(text) >= _DISTINCTIVE_CHARS and text not in public:
+                    found.setdefault(text, notebook.parent.name)
+    return found
+
+
+# Shorter lines ("B, T, D = x.shape", "return torch.softmax(scores, dim=-1)") are idioms, not
+# answers; an answer's working line is longer ("return x.repeat_interleave(n_rep, dim=1)").
+_DISTINCTIVE_CHARS = 40
+
+# Leaks found by the test below when it was written, outside the files of that change: each
+# needs its own decision (lesson 07's ToyLM and the ladder need some RoPE; the normalization
+# widget shows DeepNorm's constants). Listed so that they stay visible: the test fails as soon
+# as one of them is fixed (remove it here then) or a new one appears.
+KNOWN_LEAKS = {
+    "course/lm/ladder.py": "cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)",
+    "course/probe_layers.py": "cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)",
+    "course/widgets/normalization.py": "return (2 * n_layers) ** 0.25, (8 * n_layers) ** -0.25",
+}
+
+
+def test_no_public_module_holds_a_lessons_answer_line():
+    """The student bundle ships course/*.py (helpers, inspectors, widgets, the training harness)
+    to every learner from lesson 01 on; none of it may hold the code of a lesson's solution.
+
+    Cheap and honest rather than complete: every line of at least 40 characters inside a source
+    notebook's solution region (comments dropped, whitespace collapsed; not shown as given code
+    in a student notebook) must not appear in any public Python module under course/ (the
+    generated student notebooks course/NN-topic/ and the fixtures of expected outputs are not
+    modules). A reference rewritten with other names escapes it; a solution line pasted into a
+    helper, as `return angles.cos().to(dtype), angles.sin().to(dtype)` once was in
+    course/lesson08.py, does not. A helper judges a lesson's function with that lesson's own
+    fixture-based check (`checks.check("05-positions/rope-cos-sin", fn)`) instead."""
+    answers = _solution_lines()
+    assert len(answers) > 50, "found too few solution lines: did the notebooks' layout change?"
+    leaks, known = [], set()
+    for module in sorted((REPO / "course").rglob("*.py")):
+        name = str(module.relative_to(REPO))
+        for number, line in enumerate(module.read_text().splitlines(), start=1):
+            text = _normalised(line)
+            if text not in answers:
+                continue
+            if KNOWN_LEAKS.get(name) == text:
+                known.add(name)
+            else:
+                leaks.append(f"{name}:{number} holds a line of {answers[text]}'s solution: {text}")
+    assert not leaks, "\n".join(leaks)
+    assert known == set(KNOWN_LEAKS), f"fixed, remove from KNOWN_LEAKS: {set(KNOWN_LEAKS) - known}"
