@@ -108,13 +108,32 @@ def test_an_in_place_norm_is_blamed_not_the_block():
     assert "pre_ln_block" not in w.readout.value
 
 
-def test_deepnorm_constants_that_are_swapped_or_wrong_are_flagged():
+def test_deepnorm_constants_are_judged_by_lesson_06s_own_check():
+    # The hints are that check's known mistakes (course/fixtures/06-normalization.json).
     w = explorer(constants=lambda n: ((8 * n) ** -0.25, (2 * n) ** 0.25), depth=2)
     w.kind.value = "DeepNorm"
-    assert "your alpha and beta are swapped" in w.readout.value
+    assert w.error is None and "alpha = 0.500" in w.readout.value  # the curves use the learner's
+    assert "fails lesson 06&#x27;s check" in w.readout.value
+    assert "return (alpha, beta) in that order" in w.readout.value
     w = explorer(constants=lambda n: ((2 * n) ** 0.5, (8 * n) ** -0.5), depth=2)
     w.kind.value = "DeepNorm"
-    assert "are not DeepNet" in w.readout.value and "swapped" not in w.readout.value
+    assert "not square roots" in w.readout.value and "in that order" not in w.readout.value
+    w = explorer(depth=2)
+    w.kind.value = "DeepNorm"
+    assert w.constants_problem is None and "✘" not in w.readout.value
+
+
+def test_without_the_learners_constants_deepnorm_is_left_out_with_a_note():
+    def unwritten(n_layers):
+        raise NotImplementedError
+
+    for constants, why in ((None, "pass it as the fourth argument"), (unwritten, "not written")):
+        w = normalization_explorer(N.layer_norm, D.pre_ln_block, D.post_ln_block, constants)
+        assert tuple(w.kind.options) == ("pre-LN", "post-LN")
+        notes = [c.value for c in w.controls_box.children if "DeepNorm needs" in str(c.value)]
+        assert len(notes) == 1 and why in notes[0] and "Traceback" not in notes[0]
+        w.kind.value = "post-LN"
+        assert w.error is None and bytes(w.image.value).startswith(b"\x89PNG")
 
 
 def test_a_post_ln_block_without_its_norms_is_flagged():
@@ -133,6 +152,7 @@ def test_unwritten_functions_show_a_message_not_a_traceback():
 
     w = normalization_explorer(unwritten, unwritten, unwritten, unwritten)
     assert "not written yet" in w.readout.value and not w.image.value
+    assert "DeepNorm" not in w.kind.options
 
 
 def test_results_the_explorer_cannot_use_are_named():

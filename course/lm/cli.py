@@ -89,6 +89,11 @@ def _add_ladder(sub) -> None:
     p.add_argument("--seed", type=int, help="override the preset's seed")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, one per core)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda…")
+    p.add_argument(
+        "--rope",
+        help="module holding the RoPE rung's rope_cos_sin and rotate_pairs (default: the "
+        "reference kernels, solutions.kernels.positions; without them that rung is skipped)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +213,7 @@ def cmd_ladder(args) -> int:
     from course.lm.corpus import load_corpus
     from course.lm.device import pick_device
     from course.lm.errors import PresetError
+    from course.lm.models import DEFAULT_ROPE
 
     steps = ladder.DEFAULT_STEPS if args.steps is None else args.steps
     preset = args.preset or ladder.DEFAULT_PRESET
@@ -216,7 +222,10 @@ def cmd_ladder(args) -> int:
     # Every mistake in the input fails here, in one line, before any training.
     ladder.ladder_budget(steps, preset)
     rungs = args.rungs.split(",") if args.rungs is not None else None
-    ladder.find_rungs(rungs)
+    chosen = ladder.find_rungs(rungs)
+    rope = args.rope or DEFAULT_ROPE
+    if ladder.RoPELM in chosen:
+        ladder.resolve_rope(rope)
     device = pick_device(args.device)
     corpus = load_corpus(args.corpus)
     print(ladder.table_header(), flush=True)
@@ -229,6 +238,7 @@ def cmd_ladder(args) -> int:
         rungs=rungs,
         num_threads=args.threads,
         on_rung=lambda r: print(ladder.table_row(r), flush=True),
+        rope=rope,
     )
     print(result.footer())
     return 0

@@ -14,6 +14,12 @@ or `python -m course.lm ladder --steps 400`. The rungs, bottom to top:
     pre-LN norms  + a norm before each sub-layer and before the head (pre-LN)
     RoPE          + rotary position embeddings on queries and keys (no new parameters)
 
+The RoPE rung rotates with lesson 05's `rope_cos_sin` and `rotate_pairs`, taken from outside:
+the learner's own (`train_ladder(..., rope=(rope_cos_sin, rotate_pairs))`, as lesson 08's
+notebook does), or those of a module named by `rope=` / `--rope` (default: the reference
+kernels, imported by name only, since a student bundle does not ship them; without them that
+rung is skipped, its row saying why).
+
 The top rung is the course's reference architecture (pre-LN, RoPE multi-head attention, the
 config's feed-forward and norm) except that its head is untied. Every rung is trained by
 `course.lm.train` unchanged, with one shared budget: the same model size, corpus, steps,
@@ -57,7 +63,8 @@ from torch import nn
 
 from course.lm.config import ModelConfig
 from course.lm.corpus import Corpus, load_corpus, unigram_bigram_entropy
-from course.lm.errors import PresetError, TrainingDiverged
+from course.lm.errors import ModelSpecError, PresetError, TrainingDiverged
+from course.lm.models import DEFAULT_ROPE, ReferenceUnavailable, load_rope_functions
 from course.lm.presets import TrainConfig, get_preset
 from course.lm.train import train
 
@@ -69,17 +76,18 @@ DEFAULT_PRESET = "cpu"
 # -- the parts ---------------------------------------------------------------------------------
 
 
-def rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+RopeFunctions = tuple[Callable, Callable]  # (rope_cos_sin, rotate_pairs), lesson 05's parts
+
+
+def apply_rope(x: torch.Tensor, theta: float, functions: RopeFunctions) -> torch.Tensor:
     """Rotate each pair (2i, 2i+1) of the last dim of x (B, H, T, head_dim) by the angle
-    t * theta^(-2i/head_dim) at position t (RoFormer, Su et al. 2021; the course's layout).
+    t * theta^(-2i/head_dim) at position t (RoFormer, Su et al. 2021; the course's interleaved
+    layout), with the given `(rope_cos_sin, rotate_pairs)` (see `load_rope_functions`).
     Same shape and dtype as x; head_dim must be even."""
-    T, head_dim = x.shape[-2], x.shape[-1]
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device) / head_dim)
-    angles = torch.arange(T, device=x.device)[:, None] * inv_freq  # (T, head_dim/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    even, odd = x[..., 0::2], x[..., 1::2]  # each (B, H, T, head_dim/2)
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2)  # (B, H, T, head_dim/2, 2) -> (B, H, T, head_dim)
+    rope_cos_sin, rotate_pairs = functions
+    positions = torch.arange(x.shape[-2], device=x.device)
+    cos, sin = rope_cos_sin(positions, x.shape[-1], theta, dtype=x.dtype)  # each (T, head_dim/2)
+    return rotate_pairs(x, cos, sin, "interleaved")
 
 
 class CausalSelfAttention(nn.Module):
@@ -87,14 +95,22 @@ class CausalSelfAttention(nn.Module):
 
     x (B, T, d_model) float -> (B, T, d_model), same dtype. Parameters: a fused W_qkv
     (3 d_model x d_model) and W_o (d_model x d_model), whatever the number of heads. Position
-    t attends to positions 0..t only; with `rope_theta` set, queries and keys are rotated.
+    t attends to positions 0..t only; with `rope` = (rope_cos_sin, rotate_pairs), queries and
+    keys are rotated (theta = rope_theta).
     """
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool, rope_theta: float | None):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        bias: bool,
+        rope_theta: float,
+        rope: RopeFunctions | None = None,
+    ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.rope_theta = n_heads, rope_theta
+        self.n_heads, self.rope_theta, self.rope = n_heads, rope_theta, rope
         self.W_qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.W_o = nn.Linear(d_model, d_model, bias=bias)
 
@@ -104,8 +120,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.W_qkv(x).split(C, dim=-1)  # each (B, T, C)
         # (B, T, C) -> (B, T, H, C/H) -> (B, H, T, C/H): head h holds features h*C/H..(h+1)*C/H
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
-        if self.rope_theta is not None:
-            q, k = rope(q, self.rope_theta), rope(k, self.rope_theta)
+        if self.rope is not None:
+            q, k = (apply_rope(t, self.rope_theta, self.rope) for t in (q, k))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, C/H)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.W_o(y)
@@ -146,12 +162,15 @@ class LadderBlock(nn.Module):
     `residual`, to x + f(x) from `residual` on, and to x + f(norm(x)) from `norm` on (pre-LN).
     """
 
-    def __init__(self, config: ModelConfig, components: frozenset[str]):
+    def __init__(
+        self, config: ModelConfig, components: frozenset[str], rope: RopeFunctions | None = None
+    ):
         super().__init__()
         n_heads = config.n_heads if "multi_head" in components else 1
-        theta = config.rope_theta if "rope" in components else None
         self.residual = "residual" in components
-        self.attn = CausalSelfAttention(config.d_model, n_heads, config.bias, theta)
+        self.attn = CausalSelfAttention(
+            config.d_model, n_heads, config.bias, config.rope_theta, rope
+        )
         self.ffn = None
         if "ffn" in components:
             self.ffn = FeedForward(config.d_model, config.d_ff, config.ffn, config.bias)
@@ -183,12 +202,16 @@ class LadderLM(nn.Module):
     d_model, n_layers, n_heads, d_ff, ffn, norm, norm_eps, rope_theta and bias; the rest
     (n_kv_heads, dropout, tie_embeddings, positional, ...) is the ladder's own: full multi-head
     attention, no dropout, an untied head, RoPE only on the `rope` rung.
-    Subclasses are the rungs; each sets `components`, `adds` and `rung`.
+    Subclasses are the rungs; each sets `components`, `adds` and `rung`. With `rope` among the
+    components, `rope_functions` = (rope_cos_sin, rotate_pairs) rotate queries and keys (see
+    `with_rope`); left None, they are the reference kernels, imported by name (`DEFAULT_ROPE`),
+    and a ModelSpecError (one line) says so where the `solutions` package is not installed.
     """
 
     components: frozenset[str] = frozenset(COMPONENTS)
     adds = "every component"
     rung = "custom"
+    rope_functions: RopeFunctions | None = None
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -198,7 +221,12 @@ class LadderLM(nn.Module):
             raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         layers = config.n_layers if "attention" in self.components else 0
-        self.blocks = nn.ModuleList(LadderBlock(config, self.components) for _ in range(layers))
+        rope = None
+        if "rope" in self.components and layers:
+            rope = self.rope_functions or load_rope_functions(DEFAULT_ROPE)
+        self.blocks = nn.ModuleList(
+            LadderBlock(config, self.components, rope) for _ in range(layers)
+        )
         self.norm_f = make_norm(config) if "norm" in self.components else None
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.init_weights()
@@ -276,6 +304,13 @@ class RoPELM(LadderLM):
     rung, adds, components = "RoPE", "rotary positions", frozenset(COMPONENTS[:6])
 
 
+def with_rope(rope_cos_sin: Callable, rotate_pairs: Callable) -> type[RoPELM]:
+    """The RoPE rung rotating with these functions (lesson 05's signatures: see
+    `course.lm.models.load_rope_functions`), a subclass of RoPELM of the same name."""
+    namespace = {"rope_functions": (rope_cos_sin, rotate_pairs), "__doc__": RoPELM.__doc__}
+    return type(RoPELM.__name__, (RoPELM,), namespace)
+
+
 RUNGS: tuple[type[LadderLM], ...] = (
     BigramLM,
     OneHeadLM,
@@ -340,6 +375,7 @@ class RungResult:
     train_loss: float  # the last logged training loss (mean over its log interval), nats per byte
     elapsed_s: float
     diverged: str | None = None  # the harness's message when training diverged
+    skipped: str | None = None  # why the rung was not trained (val_loss nan, n_params 0)
 
 
 @dataclass
@@ -381,7 +417,10 @@ def table_header() -> str:
 
 
 def table_row(r: RungResult) -> str:
-    """One rung as a row of the table; a diverged rung says so instead of a loss."""
+    """One rung as a row of the table; a diverged rung says so instead of a loss, a skipped one
+    says why instead of its size and loss."""
+    if r.skipped:
+        return f"{r.rung:<14} skipped: {r.skipped}"
     loss = "diverged" if r.diverged else f"{r.val_loss:.3f}"
     return f"{r.rung:<14} {r.adds:<26} {r.n_params:>8,} {loss:>8}"
 
@@ -395,6 +434,59 @@ def describe_budget(config: TrainConfig, corpus: Corpus) -> str:
         f"{m.n_layers} layer{'s' * (m.n_layers != 1)}, {m.n_heads} heads, lr {config.lr:g}, "
         f"seed {config.seed}, corpus {corpus.name}"
     )
+
+
+def resolve_rope(
+    rope: RopeFunctions | str | None,
+) -> tuple[RopeFunctions | None, str | None]:
+    """The RoPE rung's `(rope_cos_sin, rotate_pairs)` and None, or None and why the rung is
+    skipped: `rope` is the pair itself (a learner's own, lesson 05's parts), a module name
+    holding both (`load_rope_functions`; DEFAULT_ROPE names the reference kernels), or None.
+
+    A module that cannot be imported, or a pair that fails on a small input, raises
+    ModelSpecError (one line); only the default module's absence (a student bundle, without
+    the `solutions` package) or None skips the rung."""
+    if rope is None:
+        return None, "no RoPE functions given (rope=(rope_cos_sin, rotate_pairs))"
+    if isinstance(rope, str):
+        try:
+            rope = load_rope_functions(rope)
+        except ReferenceUnavailable:
+            return None, (
+                f"no RoPE functions (the default, {rope}, is instructor-side and not installed "
+                "here): pass rope=(rope_cos_sin, rotate_pairs), or --rope MODULE"
+            )
+    if not (isinstance(rope, tuple | list) and len(rope) == 2 and all(map(callable, rope))):
+        raise ModelSpecError("rope must be the pair (rope_cos_sin, rotate_pairs) of functions")
+    _try_rope(tuple(rope))
+    return (rope[0], rope[1]), None
+
+
+def _try_rope(functions: RopeFunctions) -> None:
+    """Run the pair once on a small input (B 1, H 1, T 4, head_dim 8): an unwritten or failing
+    function is named in one line before any rung trains."""
+    x = torch.ones(1, 1, 4, 8)
+    try:
+        out = apply_rope(x, 10000.0, functions)
+    except NotImplementedError:
+        raise ModelSpecError(
+            "your rope_cos_sin or rotate_pairs is not written yet (NotImplementedError)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
+        raise ModelSpecError(
+            f"the RoPE functions failed on x of shape (1, 1, 4, 8): {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ModelSpecError(
+            f"the RoPE functions turned x of shape (1, 1, 4, 8) float32 into {got}, not a "
+            "tensor of the same shape and dtype"
+        )
+
+
+def skipped_rung(cls: type[LadderLM], why: str) -> RungResult:
+    """A rung that was not trained: no size, no losses, and why."""
+    return RungResult(cls.rung, cls.__name__, cls.adds, 0, math.nan, math.nan, 0.0, None, why)
 
 
 def train_rung(
@@ -437,22 +529,28 @@ def train_ladder(
     rungs: list[str] | None = None,
     num_threads: int | None = None,
     on_rung: Callable[[RungResult], None] | None = None,
+    rope: RopeFunctions | str | None = DEFAULT_ROPE,
 ) -> LadderResult:
     """Train every rung (or the `rungs` named) on `corpus` with one shared budget.
 
     steps: optimizer steps per rung (the schedule spans them); preset: the model size and
     optimizer (a preset name or a TrainConfig); seed: overrides the preset's (weights and
     batches); num_threads: CPU threads while training (PyTorch's setting is restored after);
-    on_rung: called with each RungResult as it finishes.
+    on_rung: called with each RungResult as it finishes; rope: the RoPE rung's
+    (rope_cos_sin, rotate_pairs), or a module holding them (default: the reference kernels,
+    DEFAULT_ROPE), or None (see `resolve_rope`): without them that rung is skipped, its row
+    saying why.
     Returns a LadderResult: per rung the parameter count and the validation loss in nats per
     byte (`course.lm.train`'s mean cross-entropy over `eval_batches` windows of the validation
     split), and the unigram and bigram entropies of the training split.
-    Raises PresetError, CorpusError (one line each) for bad steps, preset, rung or corpus.
+    Raises PresetError, CorpusError, ModelSpecError (one line each) for bad steps, preset,
+    rung, corpus or RoPE functions.
     """
     config = ladder_budget(steps, preset, seed)
     if num_threads is not None:
         config.num_threads = num_threads
     chosen = find_rungs(rungs)
+    rope_functions, skip = resolve_rope(rope) if RoPELM in chosen else (None, None)
     corpus = load_corpus(corpus)
     h1, h2 = unigram_bigram_entropy(corpus.train)
     start = time.perf_counter()
@@ -460,7 +558,12 @@ def train_ladder(
     threads = torch.get_num_threads()
     try:
         for cls in chosen:
-            results.append(train_rung(cls, config, corpus, device))
+            if cls is RoPELM and skip:
+                results.append(skipped_rung(cls, skip))
+            else:
+                if cls is RoPELM:
+                    cls = with_rope(*rope_functions)
+                results.append(train_rung(cls, config, corpus, device))
             if on_rung is not None:
                 on_rung(results[-1])
     finally:

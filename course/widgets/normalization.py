@@ -21,8 +21,11 @@ stream (law 1/2), and the ratio of the last layer's gradient norms post-LN / pre
 sqrt((1 + L/2) / 1.25)), with the range of the single draws. When a stream does not behave, it
 names the cause found by calling the learner's functions on small inputs: a layer_norm that
 writes into its input or does not normalise, a pre-LN block that does not carry x forward (or
-normalises after the add), a post-LN block that does not normalise the sum, and DeepNorm
-constants that are swapped or differ from the paper's.
+normalises after the add), a post-LN block that does not normalise the sum. DeepNorm's
+constants are the learner's own `deepnorm_constants`, judged by lesson 06's own check
+(`06-normalization/deepnorm-constants`, whose hints name the known mistakes, swapped constants
+among them); the explorer holds no formula of its own. Without that function, or while it is
+not written yet, the DeepNorm choice is left out and a note says why.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ import ipywidgets as W
 import torch
 from matplotlib.figure import Figure
 
+from course import checks
 from course.widgets.base import CONTROL_STYLE, BadResult, Explorer, int_slider
 from course.widgets.base import checked_tensor as _checked
 
 D_MODEL, N_TOKENS, SIGMA = 64, 32, 0.5
 DRAWS = 3  # draws of the weights the readout averages over
 KINDS = ("pre-LN", "post-LN", "DeepNorm")
+CONSTANTS_CHECK = "06-normalization/deepnorm-constants"
 
 
 class NormalizationExplorer(Explorer):
@@ -60,6 +65,8 @@ class NormalizationExplorer(Explorer):
     ):
         self.norm_fn, self.pre_block_fn, self.post_block_fn = norm_fn, pre_block_fn, post_block_fn
         self.constants_fn = constants_fn
+        # Judged once: the learner's functions do not change while the widget lives.
+        self.deepnorm_note, self.constants_problem = _judge_constants(constants_fn)
         self.first_seed, self.first_depth = seed, depth
         # (kind, depth, seed) -> (stream, grads): the readout compares kinds and draws, and the
         # learner's functions do not change while the widget lives (rerunning the cell builds
@@ -69,8 +76,9 @@ class NormalizationExplorer(Explorer):
 
     def controls(self):
         self.depth = int_slider("depth L", self.first_depth, 2, 48)
+        kinds = [k for k in KINDS if k != "DeepNorm" or self.deepnorm_note is None]
         self.kind = W.ToggleButtons(
-            options=list(KINDS), value="pre-LN", description="blocks", style=CONTROL_STYLE
+            options=kinds, value="pre-LN", description="blocks", style=CONTROL_STYLE
         )
         self.seed = int_slider("weights seed", self.first_seed, 0, 50)
         help_text = W.HTML(
@@ -81,7 +89,10 @@ class NormalizationExplorer(Explorer):
             f"weights (the seed); the numbers below are means over {DRAWS} draws (that seed and "
             f"the next {DRAWS - 1}).</small>"
         )
-        return [self.depth, self.kind, self.seed, help_text]
+        controls = [self.depth, self.kind, self.seed, help_text]
+        if self.deepnorm_note is not None:
+            controls.insert(2, W.HTML(f"<small>{html.escape(self.deepnorm_note)}</small>"))
+        return controls
 
     # ---------------------------------------------------------------- calling the learner
 
@@ -108,8 +119,8 @@ class NormalizationExplorer(Explorer):
         return x, weights * scale, r
 
     def _constants(self, n_layers: int) -> tuple[float, float]:
-        if self.constants_fn is None:
-            return _paper_constants(n_layers)
+        if self.deepnorm_note is not None:
+            raise BadResult(self.deepnorm_note)
         pair = self._call("deepnorm_constants", self.constants_fn, n_layers)
         if not (isinstance(pair, tuple | list) and len(pair) == 2):
             raise BadResult("your deepnorm_constants must return the pair (alpha, beta)")
@@ -318,9 +329,8 @@ class NormalizationExplorer(Explorer):
         if state["kind"] == "DeepNorm":
             alpha, beta = state["constants"]
             lines.append(f"DeepNorm with your constants: alpha = {alpha:.3f}, beta = {beta:.3f}")
-            problem = _constants_problem(state["n_layers"], alpha, beta)
-            if problem:
-                lines.append(_bad(problem))
+            if self.constants_problem:
+                lines.append(_bad(self.constants_problem))
         lines.append(
             f"largest / smallest gradient across layers (this draw): {state['spread']:.2f}"
         )
@@ -335,27 +345,41 @@ def normalization_explorer(
     return NormalizationExplorer(norm_fn, pre_block_fn, post_block_fn, constants_fn, seed, depth)
 
 
-def _paper_constants(n_layers: int) -> tuple[float, float]:
-    """DeepNet's decoder-only (alpha, beta) = ((2N)^(1/4), (8N)^(-1/4)) (arXiv:2203.00555)."""
-    return (2 * n_layers) ** 0.25, (8 * n_layers) ** -0.25
-
-
-def _constants_problem(n_layers: int, alpha: float, beta: float) -> str | None:
-    want_alpha, want_beta = _paper_constants(n_layers)
-    if math.isclose(alpha, want_alpha, rel_tol=1e-6) and math.isclose(
-        beta, want_beta, rel_tol=1e-6
-    ):
-        return None
-    if math.isclose(alpha, want_beta, rel_tol=1e-6) and math.isclose(
-        beta, want_alpha, rel_tol=1e-6
-    ):
+def _judge_constants(constants_fn) -> tuple[str | None, str | None]:
+    """(why DeepNorm is left out, or None; what lesson 06's check says is wrong with the
+    learner's `deepnorm_constants`, or None), its check run once, quietly."""
+    if constants_fn is None:
         return (
-            "your alpha and beta are swapped: alpha = (2N)^(1/4) > 1 weights the residual, beta "
-            "= (8N)^(-1/4) < 1 shrinks the initial weights (return alpha, beta in that order)"
+            "DeepNorm needs your deepnorm_constants (Exercise 5): pass it as the fourth "
+            "argument, normalization_explorer(layer_norm, pre_ln_block, post_ln_block, "
+            "deepnorm_constants).",
+            None,
         )
+    try:
+        checks.check(CONSTANTS_CHECK, constants_fn, quiet=True)
+    except checks.NotWrittenYet:
+        return (
+            "DeepNorm needs your deepnorm_constants, which is not written yet (Exercise 5): "
+            "write it, then run this cell again.",
+            None,
+        )
+    except checks.CheckFailed as exc:
+        return None, _condensed(str(exc))
+    return None, None
+
+
+def _condensed(failure: str) -> str:
+    """A check's failure in one line: which case failed, then its hints (or its problem)."""
+    lines = [line.strip() for line in failure.splitlines()]
+    hints = [line.removeprefix("hint:").strip() for line in lines if line.startswith("hint:")]
+    problems = [
+        line.removeprefix("problem:").strip() for line in lines if line.startswith("problem:")
+    ]
+    head = lines[0].removeprefix("✘").strip() if lines else "its check failed"
+    detail = "; ".join(hints or problems)
     return (
-        f"your constants are not DeepNet's decoder-only (2N)^(1/4) and (8N)^(-1/4) for N = "
-        f"{n_layers}: the DeepNorm curves above use yours (check exercise 5)"
+        f"your deepnorm_constants fails lesson 06's check ({head}){': ' + detail if detail else ''}"
+        ". The DeepNorm curves above use your constants (run Exercise 5's check)"
     )
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from course.lm.cli import main
 from course.lm.config import ModelConfig
 from course.lm.corpus import unigram_bigram_entropy
-from course.lm.errors import PresetError
+from course.lm.errors import ModelSpecError, PresetError
 from course.lm.ladder import (
     COMPONENTS,
     RUNGS,
@@ -22,10 +22,13 @@ from course.lm.ladder import (
     PreNormLM,
     ResidualLM,
     RoPELM,
+    apply_rope,
     find_rungs,
     ladder_budget,
     train_ladder,
+    with_rope,
 )
+from course.lm.models import load_rope_functions
 from course.lm.presets import get_preset
 from course.lm.protocol import check_model_interface
 
@@ -206,6 +209,95 @@ def test_rope_rotates_every_position_but_the_first(idx):
     assert not torch.allclose(b[:, 1:], a[:, 1:], atol=1e-4)
 
 
+def rope_before_it_took_its_functions(x, theta):
+    """The ladder's own interleaved RoPE, `rope()` in course/lm/ladder.py at commit c1387a9, with
+    which lesson 08's notebook measured its table: angles in the default float32."""
+    T, head_dim = x.shape[-2], x.shape[-1]
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device) / head_dim)
+    angles = torch.arange(T, device=x.device)[:, None] * inv_freq
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_reference_kernels_rotate_as_the_ladders_own_rope_did(dtype):
+    # The cpu preset's shape: batch 16, 4 heads, context 64, head_dim 96 / 4 = 24.
+    x = torch.randn(16, 4, 64, 24, generator=torch.Generator().manual_seed(0)).to(dtype)
+    old = rope_before_it_took_its_functions(x, 10000.0)
+    new = apply_rope(x, 10000.0, load_rope_functions())
+    assert new.dtype == dtype and new.shape == x.shape
+    # The old angles were float32, the kernel's float64: the tables differ by float32 rounding
+    # (float32's own tolerance; 2e-5 absolute for float64 inputs). A bfloat16 table entry may
+    # round the other way: bfloat16's own relative tolerance, and 2^-8 absolute where the two
+    # products of a rotated pair cancel.
+    tolerance = {torch.float32: {}, torch.float64: {"atol": 2e-5, "rtol": 0}}
+    torch.testing.assert_close(new, old, **tolerance.get(dtype, {"atol": 2**-8, "rtol": 0.016}))
+
+
+def test_the_rope_rung_rotates_with_the_functions_it_is_given(idx):
+    calls = []
+
+    def no_turn(positions, head_dim, theta=10000.0, dtype=torch.float32):
+        calls.append((tuple(positions.shape), head_dim, theta, dtype))
+        shape = (*positions.shape, head_dim // 2)
+        return torch.ones(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+
+    reference = load_rope_functions()
+    nope = build(PreNormLM)
+    still, _ = transplant(nope, with_rope(no_turn, reference[1]))
+    assert still.rope_functions[0] is no_turn and isinstance(still, RoPELM)
+    torch.testing.assert_close(logits_of(still, idx), logits_of(nope, idx))
+    assert calls[0] == ((12,), CONFIG.d_model // CONFIG.n_heads, CONFIG.rope_theta, torch.float32)
+    turned, _ = transplant(nope, with_rope(*reference))
+    torch.testing.assert_close(logits_of(turned, idx), logits_of(transplant(nope, RoPELM)[0], idx))
+
+
+def test_unwritten_rope_functions_are_named_before_any_rung_trains(small_corpus):
+    def unwritten(*args, **kwargs):
+        raise NotImplementedError
+
+    with pytest.raises(ModelSpecError, match="not written yet"):
+        train_ladder(3, small_corpus, preset="cpu-tiny", rope=(unwritten, unwritten))
+    with pytest.raises(ModelSpecError, match="pair"):
+        train_ladder(3, small_corpus, preset="cpu-tiny", rope=(unwritten,))
+
+
+@pytest.fixture
+def without_solutions(monkeypatch):
+    """The student bundle's situation: the `solutions` package cannot be imported."""
+    import importlib.abc
+    import sys
+
+    class HideSolutions(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "solutions" or name.startswith("solutions."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [HideSolutions(), *sys.meta_path])
+
+
+def test_without_the_reference_kernels_the_rope_rung_is_skipped_in_one_line(
+    without_solutions, small_corpus, capsys
+):
+    result = train_ladder(3, small_corpus, preset="cpu-tiny", rungs=["RoPE"])
+    (r,) = result.rungs
+    assert r.skipped and math.isnan(r.val_loss)
+    row = result.table().splitlines()[2]
+    assert (
+        row.startswith("RoPE") and "skipped" in row and "rope=(rope_cos_sin, rotate_pairs)" in row
+    )
+    assert main(["ladder", "--rungs", "RoPE", "--steps", "3", "--preset", "cpu-tiny"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "Traceback" not in out
+    skipped = [line for line in out.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and "--rope MODULE" in skipped[0], out
+    with pytest.raises(ModelSpecError, match="not installed"):
+        RoPELM(CONFIG)
+
+
 @pytest.fixture
 def tiny_budget():
     config = get_preset("cpu-tiny")
@@ -302,6 +394,8 @@ def test_cli_prints_the_table(tmp_path, capsys):
         (["--threads", "0"], "--threads must be >= 1"),
         (["--device", "tpu9"], "unknown device"),
         (["--corpus", "/nonexistent/corpus.txt"], "corpus file not found"),
+        (["--rope", "no_such_module_here"], "cannot import 'no_such_module_here' for --rope"),
+        (["--rope", "math"], "module 'math' has no function 'rope_cos_sin'"),
     ],
 )
 def test_cli_rejects_bad_arguments_in_one_line(args, fragment, capsys):
