@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # spent waiting (timeouts, sleeps, a browser, kernels starting): with 3 workers CI ran the suite
 # in about 1,500 s on 2 cores, while the whole suite needs 1,270-1,550 s of CPU (user + system,
 # measured with /usr/bin/time here). So two workers more than the cores (at most 4) keep them
-# busy. `make test TEST_WORKERS=0` runs serially.
+# busy. `make test TEST_WORKERS=0` runs serially. xdist would hand out the files with the most
+# tests first; --no-loadscope-reorder keeps tests/conftest.py's order, longest first.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 2 < 4 ? n + 2 : 4 )))
 
 .PHONY: setup system-deps lab test release grade train bench lint format clean
@@ -64,7 +65,7 @@ lab: setup
 # student-side self-test instead (course/selftest.py: the environment, the lessons' checks and
 # widgets, the Lab's configuration; no answers needed).
 test: setup
-	@if [ -d tests ]; then $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS); \
+	@if [ -d tests ]; then $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
 	else echo "==> no tests/ here (the test suite belongs to the instructor's checkout): running the student self-test"; \
 	  $(BIN)/python -m course.selftest; fi
 

@@ -1,7 +1,8 @@
 """Suite-wide collection order: the longest test files first.
 
-`make test` runs whole files side by side (`--dist loadfile`), handing them out in collection
-order, so a long file that starts last decides when the run ends (in one CI run the plain
+`make test` runs whole files side by side (`--dist loadfile --no-loadscope-reorder`: without the
+last flag xdist hands out the files with the most tests first, whatever their length), in
+collection order, so a long file that starts last decides when the run ends (in one CI run the plain
 nbgrader file started 16 minutes in and ran 8 more, alone, while another worker sat idle).
 `LONGEST` lists the files that take minutes, longest first, as measured by a whole `make test`
 (`--junitxml`, summed per file, 2 cores, 3 workers, 2026-11-30); then come the other files with a
