@@ -47,10 +47,16 @@ def test_controls_change_the_picture_and_anchors_are_reported_when_passed():
     linear_smoothed = list(w.state["train"])
     w.smoothing.value = 3
     assert w.state["train"] != linear_smoothed
-    # Centred: each point is the mean of itself and its neighbours (two at the ends).
+    # Centred: each point is the mean of itself and its neighbours; at the ends the window
+    # shrinks on both sides, so the end points are their own values.
     assert w.state["train"][2] == sum([4.0, 3.2, 2.6]) / 3
-    assert w.state["train"][-1] == sum([2.4, 2.3]) / 2
-    assert w.state["train"][0] == sum([5.5, 4.0]) / 2
+    assert w.state["train"][-1] == 2.3
+    assert w.state["train"][0] == 5.5
+    # A window wider than a short run does not flatten it into one mean (a falling curve
+    # still falls).
+    w.smoothing.value = 19
+    assert w.state["train"] == sorted(w.state["train"], reverse=True)
+    assert w.state["train"][2] == sum([5.5, 4.0, 3.2, 2.6, 2.4]) / 5
 
 
 def test_a_sampler_that_raises_is_shown_not_raised():

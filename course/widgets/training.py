@@ -117,9 +117,12 @@ class TrainingExplorer(Explorer):
         half = int(self.smoothing.value) // 2
         steps = [s for s, _ in self.train]
         losses = [v for _, v in self.train]
-        # A centred mean (k = 2 half + 1 points, fewer at the ends): a trailing one would lag
-        # behind a falling curve and draw it above the validation points.
-        windows = [losses[max(0, i - half) : i + half + 1] for i in range(len(losses))]
+        # A centred mean (k = 2 half + 1 points): a trailing one would lag behind a falling curve
+        # and draw it above the validation points. Near the ends the window shrinks on both
+        # sides alike, so it stays centred and a short run is not flattened into its mean.
+        n = len(losses)
+        reach = [min(half, i, n - 1 - i) for i in range(n)]
+        windows = [losses[i - r : i + r + 1] for i, r in zip(range(n), reach, strict=True)]
         smoothed = [sum(w) / len(w) for w in windows]
         # Passed by training: a step-0 validation of the untrained model does not count (it
         # sits on the uniform anchor, ln V, on either side by chance).
