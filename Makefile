@@ -12,12 +12,12 @@ ARGS   ?=
 LAB_ROOT ?= course
 PYTEST_ARGS ?=
 # Test files run side by side (pytest-xdist), a whole file per worker: files that share a
-# session's graded class keep it to one worker. About half of the suite's time on two cores is
-# spent waiting (timeouts, sleeps, a browser, kernels starting): with 3 workers CI ran the suite
-# in about 1,500 s on 2 cores, while the whole suite needs 1,270-1,550 s of CPU (user + system,
-# measured with /usr/bin/time here). So two workers more than the cores (at most 4) keep them
-# busy. `make test TEST_WORKERS=0` runs serially. xdist would hand out the files with the most
-# tests first; --no-loadscope-reorder keeps tests/conftest.py's order, longest first.
+# session's graded class keep it to one worker. Many tests spend part of their time waiting
+# (sleeps and kills in the fault tests, hostile cells' timeouts, kernel starts, a browser), so
+# the default is two workers more than the cores, at most 4. Not measured against 3 workers on
+# the same tree: a quiet fresh clone ran the suite in 1,429 s with 4 workers. xdist would hand
+# out the files with the most tests first; --no-loadscope-reorder keeps tests/conftest.py's
+# order, longest first. `make test TEST_WORKERS=0` runs serially.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 2 < 4 ? n + 2 : 4 )))
 
 .PHONY: setup system-deps lab test release grade train bench lint format clean
