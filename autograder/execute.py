@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from autograder.judge import RESULTS_MIME
+from autograder.limits import cpu_seconds
 
 PREAMBLE = "import autograder.judge  # the grader's recorder, imported before any learner code\n"
 TRUNCATED = "\n[output truncated by the grader: this cell printed more than {limit} bytes]\n"
@@ -267,35 +267,11 @@ def _names_exercise(payload) -> bool:
     return isinstance(payload, dict) and isinstance(payload.get("exercise"), str)
 
 
-def _tree_cpu_seconds(root: int) -> float | None:
-    """CPU seconds (user + system, reaped children included) used so far by process `root` and
-    its living descendants, read from /proc; None where /proc cannot tell."""
-    children: dict[int, list[int]] = {}
-    used: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended while we looked
-            continue
-        pid = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        used[pid] = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-    if root not in used:
-        return None
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return round(total, 2)
-
-
 def _record_kernel_cpu(client, report: dict) -> None:
     """The kernel's CPU time so far, summed over restarts. The kernel runs on one thread, so
     this is close to the wall time of the same run on a quiet machine, whatever else runs."""
     process = getattr(getattr(client.km, "provisioner", None), "process", None)
-    seconds = _tree_cpu_seconds(process.pid) if process is not None else None
+    seconds = cpu_seconds(process.pid) if process is not None else None
     if seconds is not None:
         report["kernel_cpu_s"] = round(report.get("kernel_cpu_s", 0.0) + seconds, 2)
 

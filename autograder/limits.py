@@ -305,6 +305,21 @@ def _threads(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(root: int) -> float | None:
+    """CPU seconds (user + system, reaped children included) used so far by `root` and its
+    living descendants; None when `root` is gone."""
+    tree = descendants(root)
+    if not tree:
+        return None
+    ticks = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def kill_tree(root: int) -> None:
     """SIGKILL `root` and its descendants, again until none is left (at most 20 rounds)."""
     for _ in range(20):

@@ -1,3 +1,4 @@
+import importlib.abc
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,20 @@ def small_corpus():
 
     text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(400)).encode()
     return split_bytes(text, "small")
+
+
+@pytest.fixture
+def without_solutions(monkeypatch):
+    """The student bundle's situation: the `solutions` package cannot be imported."""
+
+    class HideSolutions(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "solutions" or name.startswith("solutions."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [HideSolutions(), *sys.meta_path])
 
 
 def subprocess_env(**extra) -> dict:

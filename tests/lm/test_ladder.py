@@ -263,22 +263,6 @@ def test_unwritten_rope_functions_are_named_before_any_rung_trains(small_corpus)
         train_ladder(3, small_corpus, preset="cpu-tiny", rope=(unwritten,))
 
 
-@pytest.fixture
-def without_solutions(monkeypatch):
-    """The student bundle's situation: the `solutions` package cannot be imported."""
-    import importlib.abc
-    import sys
-
-    class HideSolutions(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "solutions" or name.startswith("solutions."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "meta_path", [HideSolutions(), *sys.meta_path])
-
-
 def test_without_the_reference_kernels_the_rope_rung_is_skipped_in_one_line(
     without_solutions, small_corpus, capsys
 ):

@@ -174,20 +174,10 @@ def test_bench_rejects_unknown_section():
     assert_one_line_error(proc, "unknown bench section")
 
 
-def test_default_model_without_solutions_is_a_clear_error(monkeypatch):
-    import importlib.abc
-
+def test_default_model_without_solutions_is_a_clear_error(without_solutions):
     from course.lm.errors import ModelSpecError
     from course.lm.models import DEFAULT_MODEL, load_model_class
 
-    class HideSolutions(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "solutions" or name.startswith("solutions."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    for name in [m for m in sys.modules if m == "solutions" or m.startswith("solutions.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "meta_path", [HideSolutions(), *sys.meta_path])
     with pytest.raises(ModelSpecError, match="not installed") as info:
         load_model_class(None)
     assert DEFAULT_MODEL in str(info.value) and "--model" in str(info.value)
