@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from course.stand_ins import merge_heads, split_heads
+
 __all__ = [
     "causal_self_attention",
     "causal_running_mean",
@@ -43,6 +45,9 @@ __all__ = [
     "inspect_lm_forward",
     "inspect_cached_rope",
     "inspect_sampler",
+    "inspect_split_view",
+    "inspect_merge_view",
+    "llama_rope",
     "toy_lm",
     "toy_lm_mqa",
     "toy_lm_mha",
@@ -231,6 +236,48 @@ def inspect_caller_tensors(fn, args, kwargs, out) -> str | None:
     return None
 
 
+# Lesson 04: the reshapes must move no numbers where moving none is possible.
+
+
+def _shares_memory(out, x) -> bool:
+    return (
+        type(out) is torch.Tensor
+        and type(x) is torch.Tensor
+        and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    )
+
+
+def inspect_split_view(fn, args, kwargs, out) -> str | None:
+    """split_heads(x, n_heads) must return a view of x (x's memory, new sizes and strides): the
+    split moves no numbers. None when it does, or when the result is not a tensor (the value
+    comparison names that)."""
+    if type(out) is not torch.Tensor or _shares_memory(out, args[0]):
+        return None
+    return (
+        "the result lives in new memory: split_heads copied x (torch.stack, torch.cat, "
+        ".contiguous() and .clone() copy every number), where a split only relabels x's memory: "
+        "view(B, T, n_heads, d_head).transpose(1, 2) changes sizes and strides, no number moves"
+    )
+
+
+def inspect_merge_view(fn, args, kwargs, out) -> str | None:
+    """merge_heads(x) of x (B, H, T, d) with T == 1 or H == 1 must return a view of x: merging
+    H and d then needs no copy (the size-1 dimension imposes no stride), and `.contiguous()`
+    and `.reshape` copy only when they must. Other shapes, or a non-tensor result: None."""
+    x = args[0]
+    if type(out) is not torch.Tensor or type(x) is not torch.Tensor or x.dim() != 4:
+        return None
+    if 1 not in (x.shape[1], x.shape[2]) or _shares_memory(out, x):
+        return None
+    what = "one token (T = 1)" if x.shape[2] == 1 else "one head (H = 1)"
+    return (
+        f"with {what} the merge can be a view of x, and merge_heads copied anyway: "
+        ".contiguous() returns the tensor itself when it already is contiguous, and .reshape "
+        "copies only when a view is impossible (section 3), while torch.cat, torch.stack and "
+        ".clone() copy every time, on every token a decoder generates"
+    )
+
+
 # ---------------------------------------------------------------- lesson 07: a model to decode
 
 
@@ -265,9 +312,25 @@ class GrowingCache:
         self.length += n
 
 
+def llama_rope(x: torch.Tensor, start: int, theta: float = 10000.0) -> torch.Tensor:
+    """Interleaved RoPE of x `(..., T, head_dim)` at positions `start .. start + T - 1`, as Meta's
+    Llama code writes it (`precompute_freqs_cis`, `apply_rotary_emb` in github.com/meta-llama/
+    llama, model.py): angles in float32, each pair (2i, 2i + 1) a complex number multiplied by
+    e^(i angle). x's shape and dtype. Not lesson 07's `rope_at`, whose check rejects it: that
+    exercise forms its angles in float64, and float32 angles drift at large positions."""
+    T, hd = x.shape[-2], x.shape[-1]
+    freqs = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+    angles = torch.outer(torch.arange(start, start + T, dtype=torch.float32), freqs)
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    pairs = torch.view_as_complex(x.to(wide).reshape(*x.shape[:-1], -1, 2).contiguous())
+    turned = pairs * torch.polar(torch.ones_like(angles), angles).to(pairs.dtype)
+    return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+
+
 class ToyLM:
     """A tiny decoder-only language model with fixed weights: the subject lesson 07's decoding
-    functions are run on (not an exercise's answer: it computes attention with PyTorch's SDPA).
+    functions are run on (not an exercise's answer: it splits and merges heads with the course's
+    stand-ins, rotates with `llama_rope` and attends with PyTorch's SDPA).
 
     `model(idx, cache=None) -> logits (batch, T, vocab_size)` for token ids `idx` `(batch, T)`.
     Pre-norm blocks (RMSNorm without weights), attention with interleaved RoPE and grouped
@@ -324,15 +387,6 @@ class ToyLM:
     def new_cache(self, batch_size: int, max_len: int) -> GrowingCache:
         return GrowingCache(self.n_layers)
 
-    def _rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        T, hd = x.shape[-2], x.shape[-1]
-        positions = torch.arange(start, start + T, dtype=torch.float64)
-        freqs = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-        angles = positions[:, None] * freqs
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        even, odd = x[..., 0::2], x[..., 1::2]
-        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), -1).flatten(-2)
-
     def __call__(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
         # One thread: these tensors are tiny, and a second thread costs more than it saves (far
         # more on a busy machine, where OpenMP threads wait for each other on every small op).
@@ -346,14 +400,14 @@ class ToyLM:
     def _forward(self, idx: torch.Tensor, cache) -> torch.Tensor:
         B, T = idx.shape
         past = 0 if cache is None else int(cache.length)
-        H, H_kv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        H, H_kv = self.n_heads, self.n_kv_heads
         x = self.embedding[idx]
         for layer, w in enumerate(self.layers):
             h = F.rms_norm(x, (self.d_model,))
-            q = (h @ w["W_q"].T).view(B, T, H, hd).transpose(1, 2)
-            k = (h @ w["W_k"].T).view(B, T, H_kv, hd).transpose(1, 2)
-            v = (h @ w["W_v"].T).view(B, T, H_kv, hd).transpose(1, 2)
-            q, k = self._rope(q, past), self._rope(k, past)
+            q = split_heads(h @ w["W_q"].T, H)  # (B, H, T, hd)
+            k = split_heads(h @ w["W_k"].T, H_kv)
+            v = split_heads(h @ w["W_v"].T, H_kv)
+            q, k = llama_rope(q, past), llama_rope(k, past)
             if cache is not None:
                 k, v = cache.update(layer, k, v)
                 if k.shape[1] != H_kv or v.shape[1] != H_kv:
@@ -364,7 +418,7 @@ class ToyLM:
             S = k.shape[2]
             mask = torch.arange(S)[None, :] <= torch.arange(S - T, S)[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != H_kv)
-            x = x + out.transpose(1, 2).reshape(B, T, self.d_model) @ w["W_o"].T
+            x = x + merge_heads(out) @ w["W_o"].T
             h = F.rms_norm(x, (self.d_model,))
             x = x + torch.tanh(h @ w["W_1"].T) @ w["W_2"].T
         if cache is not None:

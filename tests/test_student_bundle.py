@@ -307,14 +307,12 @@ def _solution_lines() -> dict[str, str]:
 # answers; an answer's working line is longer ("return x.repeat_interleave(n_rep, dim=1)").
 _DISTINCTIVE_CHARS = 40
 
-# Leaks found by the test below when it was written, outside the files of that change, that
-# need their own decision (lesson 07's ToyLM needs some RoPE; the ladder's RoPE rung and the
-# normalization widget's DeepNorm now take the learner's functions). Listed so that they stay
-# visible: the test fails as soon as one of them is fixed (remove it here then) or a new one
-# appears.
-KNOWN_LEAKS = {
-    "course/probe_layers.py": "cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)",
-}
+# Leaks found by the test below that need their own decision, listed so that they stay visible:
+# the test fails as soon as one of them is fixed (remove it here then) or a new one appears.
+# Empty: lesson 07's ToyLM now rotates as Meta's Llama code does (float32 angles, which rope_at's
+# check rejects), and tests/test_public_not_answers.py holds every public re-implementation to
+# the check of the exercise it computes.
+KNOWN_LEAKS: dict[str, str] = {}
 
 
 def test_no_public_module_holds_a_lessons_answer_line():

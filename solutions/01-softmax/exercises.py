@@ -790,6 +790,15 @@ def entropy(p, dim=-1):
 ]
 
 
+# torch.special.entr is -p log p with 0 log 0 = 0, the whole exercise in one call (and the
+# stand-in for a learner's attention_entropy in lesson 02).
+ENTR_FORBIDDEN = {"special_entr": "torch.special.entr"}
+ENTR_HINT = (
+    "It computes -p log p with 0 log 0 = 0 for you, which is the exercise: use "
+    "torch.special.xlogy or torch.where."
+)
+
+
 def entropy_visible() -> list[Probe]:
     g = seeded(106)
     return [
@@ -1460,6 +1469,8 @@ LESSON = Lesson(
             visible=entropy_visible,
             hidden=entropy_hidden,
             mistakes=ENTROPY_MISTAKES,
+            forbidden=ENTR_FORBIDDEN,
+            forbidden_hint=ENTR_HINT,
         ),
         Exercise(
             id="jacobian",

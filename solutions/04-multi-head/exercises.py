@@ -11,12 +11,25 @@ along the wrong dimension, a missing mask, heads merged in the wrong order.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from course.lesson import Exercise, Lesson, Mistake, Probe, randn, seeded
 from solutions.kernels import heads as H
 from solutions.kernels import masks as M
 from solutions.kernels import weights as W
+
+# The reshapes move no numbers where moving none is possible (course/probe_layers.py): the
+# split is always a view of x, the merge is one when T == 1 or H == 1 (section 3).
+SPLIT_VIEW = "course.probe_layers:inspect_split_view"
+MERGE_VIEW = "course.probe_layers:inspect_merge_view"
+
+
+def _inspected(probes: list[Probe], inspector: str) -> list[Probe]:
+    """`probes` with `inspector` run after every value call."""
+    return [dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p for p in probes]
+
 
 # ---------------------------------------------------------------- split_heads
 
@@ -39,6 +52,17 @@ SPLIT_ORDER_HINT = (
 )
 
 SPLIT_MISTAKES = [
+    Mistake(
+        id="split-copies",
+        hint="split_heads must return a view of x: torch.stack of x.chunk(...) (or torch.cat, "
+        ".contiguous(), .clone()) gives the right numbers in new memory, a copy of every "
+        "activation in every layer. view(B, T, n_heads, d_head).transpose(1, 2) only changes "
+        "sizes and strides",
+        source="""
+def split_heads(x, n_heads):
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
+""",
+    ),
     Mistake(
         id="split-view-without-transpose",
         hint=SPLIT_ORDER_HINT,
@@ -105,6 +129,10 @@ def split_heads(x, n_heads):
 
 def split_visible() -> list[Probe]:
     g = seeded(401)
+    return _inspected(_split_visible(g), SPLIT_VIEW)
+
+
+def _split_visible(g: torch.Generator) -> list[Probe]:
     return [
         Probe(
             name="perturb token 2 only (x is zero elsewhere): only token 2's rows may change, in "
@@ -118,6 +146,10 @@ def split_visible() -> list[Probe]:
 
 
 def split_hidden(g: torch.Generator) -> list[Probe]:
+    return _inspected(_split_hidden(g), SPLIT_VIEW)
+
+
+def _split_hidden(g: torch.Generator) -> list[Probe]:
     T = int(torch.randint(2, 9, (1,), generator=g))
     t = int(torch.randint(0, T, (1,), generator=g))
     return [
@@ -142,6 +174,16 @@ def split_hidden(g: torch.Generator) -> list[Probe]:
 # ---------------------------------------------------------------- merge_heads
 
 MERGE_MISTAKES = [
+    Mistake(
+        id="merge-always-copies",
+        hint="with one token (T = 1, every step of generation) or one head, merging needs no "
+        "copy, and torch.cat (or .clone()) copies anyway: transpose(1, 2).contiguous().view(...) "
+        "or .reshape(...) copy only when a view is impossible",
+        source="""
+def merge_heads(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)
+""",
+    ),
     Mistake(
         id="merge-missing-contiguous",
         hint="after transpose(1, 2) the tensor is not contiguous: the features of one token are "
@@ -209,6 +251,10 @@ def merge_heads(x):
 
 def merge_visible() -> list[Probe]:
     g = seeded(402)
+    return _inspected(_merge_visible(g), MERGE_VIEW)
+
+
+def _merge_visible(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="B=2, 3 heads, T=4, d=2", args=(randn(g, 2, 3, 4, 2),)),
         Probe(name="1 head, T=5, d=3", args=(randn(g, 1, 1, 5, 3),)),
@@ -225,6 +271,10 @@ def merge_visible() -> list[Probe]:
 
 
 def merge_hidden(g: torch.Generator) -> list[Probe]:
+    return _inspected(_merge_hidden(g), MERGE_VIEW)
+
+
+def _merge_hidden(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="B=3, 4 heads, T=7, d=4", args=(randn(g, 3, 4, 7, 4),)),
         Probe(name="T = H = d = 3", args=(randn(g, 2, 3, 3, 3),)),
@@ -422,6 +472,30 @@ def repeat_kv(x, n_rep):
 """,
     ),
 ]
+
+
+# F.scaled_dot_product_attention(enable_gqa=True) shares the kv heads inside attention: with
+# one-hot rows it returns the repeated values (the stand-in for a learner's repeat_kv does that).
+REPEAT_FORBIDDEN = {
+    name: "F.scaled_dot_product_attention"
+    for name in (
+        "torch.nn.functional:scaled_dot_product_attention",
+        "_safe_softmax",  # what its math path (CPU, with a mask) reaches first
+        "scaled_dot_product_attention",
+        "_scaled_dot_product_attention_math",
+        "_scaled_dot_product_attention_math_for_mps",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+    )
+}
+REPEAT_FORBIDDEN_HINT = (
+    "With enable_gqa=True it shares the kv heads inside attention, without repeating them: the "
+    "exercise is to repeat them yourself, with repeat_interleave on dimension 1 (or expand and "
+    "reshape)."
+)
 
 
 def repeat_visible() -> list[Probe]:
@@ -1340,6 +1414,8 @@ LESSON = Lesson(
             visible=repeat_visible,
             hidden=repeat_hidden,
             mistakes=REPEAT_MISTAKES,
+            forbidden=REPEAT_FORBIDDEN,
+            forbidden_hint=REPEAT_FORBIDDEN_HINT,
         ),
         Exercise(
             id="attention-layer",

@@ -227,6 +227,15 @@ def cache_write(keys, values, length, k_new, v_new):
 
 WRITE_INSPECT = "course.probe_layers:inspect_cache_write"
 
+# index_copy_ writes at a tensor of indices: the tool for scattered positions (a ring buffer, a
+# paged cache), and the stand-in for a learner's cache_write in the later exercises.
+WRITE_FORBIDDEN = {"index_copy": "index_copy", "index_copy_": "Tensor.index_copy_"}
+WRITE_FORBIDDEN_HINT = (
+    "It writes at a tensor of indices, the tool for scattered positions (the ring buffer of "
+    "Going further); the new tokens go to one range of positions, a slice: "
+    "keys[:, :, length:length + T] = k_new writes through a view."
+)
+
 
 def write_visible() -> list[Probe]:
     g = seeded(701)
@@ -1457,6 +1466,8 @@ LESSON = Lesson(
             hidden=write_hidden,
             mistakes=WRITE_MISTAKES,
             mutates=(0, 1),
+            forbidden=WRITE_FORBIDDEN,
+            forbidden_hint=WRITE_FORBIDDEN_HINT,
         ),
         Exercise(
             id="rope-at",
