@@ -14,11 +14,16 @@ or `python -m course.lm ladder --steps 400`. The rungs, bottom to top:
     pre-LN norms  + a norm before each sub-layer and before the head (pre-LN)
     RoPE          + rotary position embeddings on queries and keys (no new parameters)
 
-The RoPE rung rotates with lesson 05's `rope_cos_sin` and `rotate_pairs`, taken from outside:
-the learner's own (`train_ladder(..., rope=(rope_cos_sin, rotate_pairs))`, as lesson 08's
-notebook does), or those of a module named by `rope=` / `--rope` (default: the reference
-kernels, imported by name only, since a student bundle does not ship them; without them that
-rung is skipped, its row saying why).
+The ladder is built from parts taken from outside, so that this public module holds no
+lesson's answer. The attention splits and merges its heads with lesson 04's `split_heads` and
+`merge_heads`, and the norms are lesson 06's `rms_norm`: `LadderParts`, the learner's own in
+lesson 08's notebook (`train_ladder(..., parts=LadderParts(split_heads, merge_heads,
+rms_norm))`), by default `course.stand_ins`' (copies and `F.rms_norm`, forms those lessons'
+checks reject). The RoPE rung rotates with lesson 05's `rope_cos_sin` and `rotate_pairs`: the
+learner's own (`rope=(rope_cos_sin, rotate_pairs)`, as lesson 08's notebook does), or those of
+a module named by `rope=` / `--rope` (default: the reference kernels, imported by name only,
+since a student bundle does not ship them; without them that rung is skipped, its row saying
+why).
 
 The top rung is the course's reference architecture (pre-LN, RoPE multi-head attention, the
 config's feed-forward and norm) except that its head is untied. Every rung is trained by
@@ -61,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course import stand_ins
 from course.lm.config import ModelConfig
 from course.lm.corpus import Corpus, load_corpus, unigram_bigram_entropy
 from course.lm.errors import ModelSpecError, PresetError, TrainingDiverged
@@ -77,6 +83,19 @@ DEFAULT_PRESET = "cpu"
 
 
 RopeFunctions = tuple[Callable, Callable]  # (rope_cos_sin, rotate_pairs), lesson 05's parts
+
+
+@dataclass(frozen=True)
+class LadderParts:
+    """The functions every rung's attention and norms are built from (lesson 08's notebook passes
+    the learner's own): `split_heads(x (B, T, H d), H) -> (B, H, T, d)` and `merge_heads(x (B, H,
+    T, d)) -> (B, T, H d)` (lesson 04), `rms_norm(x (..., d), weight (d,), eps) -> x's shape and
+    dtype` (lesson 06; used when config.norm is "rmsnorm"). The defaults are
+    `course.stand_ins`', which give the same values (and `F.rms_norm` exactly nn.RMSNorm's)."""
+
+    split_heads: Callable = stand_ins.split_heads
+    merge_heads: Callable = stand_ins.merge_heads
+    rms_norm: Callable = stand_ins.rms_norm
 
 
 def apply_rope(x: torch.Tensor, theta: float, functions: RopeFunctions) -> torch.Tensor:
@@ -96,7 +115,7 @@ class CausalSelfAttention(nn.Module):
     x (B, T, d_model) float -> (B, T, d_model), same dtype. Parameters: a fused W_qkv
     (3 d_model x d_model) and W_o (d_model x d_model), whatever the number of heads. Position
     t attends to positions 0..t only; with `rope` = (rope_cos_sin, rotate_pairs), queries and
-    keys are rotated (theta = rope_theta).
+    keys are rotated (theta = rope_theta). The heads are split and merged by `parts`.
     """
 
     def __init__(
@@ -106,25 +125,24 @@ class CausalSelfAttention(nn.Module):
         bias: bool,
         rope_theta: float,
         rope: RopeFunctions | None = None,
+        parts: LadderParts = LadderParts(),
     ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads, self.rope_theta, self.rope = n_heads, rope_theta, rope
+        self.split_heads, self.merge_heads = parts.split_heads, parts.merge_heads
         self.W_qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.W_o = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        H = self.n_heads
+        C = x.shape[-1]
         q, k, v = self.W_qkv(x).split(C, dim=-1)  # each (B, T, C)
-        # (B, T, C) -> (B, T, H, C/H) -> (B, H, T, C/H): head h holds features h*C/H..(h+1)*C/H
-        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (self.split_heads(t, self.n_heads) for t in (q, k, v))  # (B, H, T, C/H)
         if self.rope is not None:
             q, k = (apply_rope(t, self.rope_theta, self.rope) for t in (q, k))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, C/H)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
-        return self.W_o(y)
+        return self.W_o(self.merge_heads(y))  # heads side by side again: (B, T, C)
 
 
 class FeedForward(nn.Module):
@@ -148,10 +166,25 @@ class FeedForward(nn.Module):
         return self.W_down(F.gelu(self.W_up(x)))
 
 
-def make_norm(config: ModelConfig) -> nn.Module:
-    """RMSNorm or LayerNorm over d_model, as `config.norm` says, with `config.norm_eps`."""
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim (Zhang & Sennrich 2019) by a given `rms_norm(x, weight, eps)`
+    function, with a learned weight (d_model,) initialised to ones: nn.RMSNorm's parameter and
+    state dict. x (..., d_model) -> x's shape and dtype."""
+
+    def __init__(self, d_model: int, eps: float, rms_norm: Callable):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps, self.rms_norm = eps, rms_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rms_norm(x, self.weight, self.eps)
+
+
+def make_norm(config: ModelConfig, parts: LadderParts = LadderParts()) -> nn.Module:
+    """RMSNorm (by `parts.rms_norm`) or nn.LayerNorm over d_model, as `config.norm` says, with
+    `config.norm_eps`."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        return RMSNorm(config.d_model, config.norm_eps, parts.rms_norm)
     return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
 
 
@@ -163,21 +196,25 @@ class LadderBlock(nn.Module):
     """
 
     def __init__(
-        self, config: ModelConfig, components: frozenset[str], rope: RopeFunctions | None = None
+        self,
+        config: ModelConfig,
+        components: frozenset[str],
+        rope: RopeFunctions | None = None,
+        parts: LadderParts = LadderParts(),
     ):
         super().__init__()
         n_heads = config.n_heads if "multi_head" in components else 1
         self.residual = "residual" in components
         self.attn = CausalSelfAttention(
-            config.d_model, n_heads, config.bias, config.rope_theta, rope
+            config.d_model, n_heads, config.bias, config.rope_theta, rope, parts
         )
         self.ffn = None
         if "ffn" in components:
             self.ffn = FeedForward(config.d_model, config.d_ff, config.ffn, config.bias)
         self.norm1 = self.norm2 = None
         if "norm" in components:
-            self.norm1 = make_norm(config)
-            self.norm2 = make_norm(config) if self.ffn is not None else None
+            self.norm1 = make_norm(config, parts)
+            self.norm2 = make_norm(config, parts) if self.ffn is not None else None
 
     def sublayer(self, f: nn.Module, norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
         out = f(x if norm is None else norm(x))
@@ -206,12 +243,14 @@ class LadderLM(nn.Module):
     components, `rope_functions` = (rope_cos_sin, rotate_pairs) rotate queries and keys (see
     `with_rope`); left None, they are the reference kernels, imported by name (`DEFAULT_ROPE`),
     and a ModelSpecError (one line) says so where the `solutions` package is not installed.
+    `parts` (a LadderParts, see `with_parts`) split and merge the heads and normalise.
     """
 
     components: frozenset[str] = frozenset(COMPONENTS)
     adds = "every component"
     rung = "custom"
     rope_functions: RopeFunctions | None = None
+    parts: LadderParts = LadderParts()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -225,9 +264,9 @@ class LadderLM(nn.Module):
         if "rope" in self.components and layers:
             rope = self.rope_functions or load_rope_functions(DEFAULT_ROPE)
         self.blocks = nn.ModuleList(
-            LadderBlock(config, self.components, rope) for _ in range(layers)
+            LadderBlock(config, self.components, rope, self.parts) for _ in range(layers)
         )
-        self.norm_f = make_norm(config) if "norm" in self.components else None
+        self.norm_f = make_norm(config, self.parts) if "norm" in self.components else None
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.init_weights()
 
@@ -309,6 +348,12 @@ def with_rope(rope_cos_sin: Callable, rotate_pairs: Callable) -> type[RoPELM]:
     `course.lm.models.load_rope_functions`), a subclass of RoPELM of the same name."""
     namespace = {"rope_functions": (rope_cos_sin, rotate_pairs), "__doc__": RoPELM.__doc__}
     return type(RoPELM.__name__, (RoPELM,), namespace)
+
+
+def with_parts(cls: type[LadderLM], parts: LadderParts) -> type[LadderLM]:
+    """The rung `cls` built from `parts` (see LadderParts), a subclass of the same name."""
+    namespace = {"parts": parts, "__doc__": cls.__doc__}
+    return type(cls.__name__, (cls,), namespace)
 
 
 RUNGS: tuple[type[LadderLM], ...] = (
@@ -484,6 +529,30 @@ def _try_rope(functions: RopeFunctions) -> None:
         )
 
 
+def _try_parts(parts: LadderParts) -> None:
+    """Run the parts once on a small input (B 1, T 3, 2 heads of 4): an unwritten or failing
+    function is named in one line before any rung trains."""
+    if not isinstance(parts, LadderParts):
+        raise ModelSpecError("parts must be a LadderParts(split_heads, merge_heads, rms_norm)")
+    x = torch.ones(1, 3, 8)
+    for name, run, shape in [
+        ("split_heads", lambda: parts.split_heads(x, 2), (1, 2, 3, 4)),
+        ("merge_heads", lambda: parts.merge_heads(torch.ones(1, 2, 3, 4)), x.shape),
+        ("rms_norm", lambda: parts.rms_norm(x, torch.ones(8), 1e-5), x.shape),
+    ]:
+        try:
+            out = run()
+        except NotImplementedError:
+            raise ModelSpecError(f"your {name} is not written yet (NotImplementedError)") from None
+        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
+            raise ModelSpecError(
+                f"{name} failed on a small input: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelSpecError(f"{name} returned {got} on a small input, not shape {shape}")
+
+
 def skipped_rung(cls: type[LadderLM], why: str) -> RungResult:
     """A rung that was not trained: no size, no losses, and why."""
     return RungResult(cls.rung, cls.__name__, cls.adds, 0, math.nan, math.nan, 0.0, None, why)
@@ -530,6 +599,7 @@ def train_ladder(
     num_threads: int | None = None,
     on_rung: Callable[[RungResult], None] | None = None,
     rope: RopeFunctions | str | None = DEFAULT_ROPE,
+    parts: LadderParts | None = None,
 ) -> LadderResult:
     """Train every rung (or the `rungs` named) on `corpus` with one shared budget.
 
@@ -539,18 +609,21 @@ def train_ladder(
     on_rung: called with each RungResult as it finishes; rope: the RoPE rung's
     (rope_cos_sin, rotate_pairs), or a module holding them (default: the reference kernels,
     DEFAULT_ROPE), or None (see `resolve_rope`): without them that rung is skipped, its row
-    saying why.
+    saying why; parts: the split, merge and norm functions of every rung (a LadderParts; None
+    means LadderParts(), `course.stand_ins`').
     Returns a LadderResult: per rung the parameter count and the validation loss in nats per
     byte (`course.lm.train`'s mean cross-entropy over `eval_batches` windows of the validation
     split), and the unigram and bigram entropies of the training split.
     Raises PresetError, CorpusError, ModelSpecError (one line each) for bad steps, preset,
-    rung, corpus or RoPE functions.
+    rung, corpus, RoPE functions or parts.
     """
     config = ladder_budget(steps, preset, seed)
     if num_threads is not None:
         config.num_threads = num_threads
     chosen = find_rungs(rungs)
     rope_functions, skip = resolve_rope(rope) if RoPELM in chosen else (None, None)
+    if parts is not None:
+        _try_parts(parts)
     corpus = load_corpus(corpus)
     h1, h2 = unigram_bigram_entropy(corpus.train)
     start = time.perf_counter()
@@ -563,6 +636,8 @@ def train_ladder(
             else:
                 if cls is RoPELM:
                     cls = with_rope(*rope_functions)
+                if parts is not None:
+                    cls = with_parts(cls, parts)
                 results.append(train_rung(cls, config, corpus, device))
             if on_rung is not None:
                 on_rung(results[-1])

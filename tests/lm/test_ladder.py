@@ -17,15 +17,18 @@ from course.lm.ladder import (
     BigramLM,
     FeedForwardLM,
     LadderLM,
+    LadderParts,
     MultiHeadLM,
     OneHeadLM,
     PreNormLM,
     ResidualLM,
+    RMSNorm,
     RoPELM,
     apply_rope,
     find_rungs,
     ladder_budget,
     train_ladder,
+    with_parts,
     with_rope,
 )
 from course.lm.models import load_rope_functions
@@ -189,7 +192,7 @@ def test_residual_carries_the_embedding_past_silent_sublayers(idx):
 
 def test_pre_ln_normalises_before_each_sublayer_and_the_head(idx):
     pre = build(PreNormLM)
-    assert len([m for m in pre.modules() if isinstance(m, torch.nn.RMSNorm)]) == 2 * 2 + 1
+    assert len([m for m in pre.modules() if isinstance(m, RMSNorm)]) == 2 * 2 + 1
     res, _ = transplant(pre, ResidualLM)
     assert not torch.allclose(logits_of(pre, idx), logits_of(res, idx), atol=1e-4)
     zero_sublayer_outputs(pre)
@@ -251,6 +254,70 @@ def test_the_rope_rung_rotates_with_the_functions_it_is_given(idx):
     assert calls[0] == ((12,), CONFIG.d_model // CONFIG.n_heads, CONFIG.rope_theta, torch.float32)
     turned, _ = transplant(nope, with_rope(*reference))
     torch.testing.assert_close(logits_of(turned, idx), logits_of(transplant(nope, RoPELM)[0], idx))
+
+
+def view_split_heads(x, n_heads):
+    """Lesson 04's recipe, as a learner writes it (the ladder's own code before LadderParts)."""
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+
+def view_merge_heads(x):
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).contiguous().view(B, T, H * d)
+
+
+def plain_rms_norm(x, weight=None, eps=1e-5):
+    """Lesson 06's RMSNorm from mean and rsqrt, as a learner writes it."""
+    y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
+@pytest.mark.parametrize("cls", RUNGS[1:], ids=lambda c: c.__name__)
+def test_every_rung_is_built_from_the_parts_it_is_given(cls, idx):
+    calls = {"split": 0, "merge": 0, "norm": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    parts = LadderParts(
+        counted("split", view_split_heads),
+        counted("merge", view_merge_heads),
+        counted("norm", plain_rms_norm),
+    )
+    default, mine = build(cls), build(with_parts(cls, parts))
+    assert type(mine).__name__ == cls.__name__ and isinstance(mine, cls)
+    # The default parts (course.stand_ins': copies and F.rms_norm) give the same values.
+    torch.testing.assert_close(logits_of(mine, idx), logits_of(default, idx))
+    layers = CONFIG.n_layers
+    assert calls["split"] == 3 * layers and calls["merge"] == layers
+    assert calls["norm"] == ((2 * layers + 1) if "norm" in cls.components else 0)
+
+
+def test_the_default_parts_are_the_stand_ins():
+    from course import stand_ins
+
+    assert LadderParts() == LadderParts(
+        stand_ins.split_heads, stand_ins.merge_heads, stand_ins.rms_norm
+    )
+    assert LadderLM.parts == LadderParts()
+
+
+def test_unwritten_parts_are_named_before_any_rung_trains(small_corpus):
+    def unwritten(*args, **kwargs):
+        raise NotImplementedError
+
+    with pytest.raises(ModelSpecError, match="your merge_heads is not written yet"):
+        train_ladder(3, small_corpus, preset="cpu-tiny", parts=LadderParts(merge_heads=unwritten))
+    with pytest.raises(ModelSpecError, match="split_heads returned"):
+        bad = LadderParts(split_heads=lambda x, n: x)
+        train_ladder(3, small_corpus, preset="cpu-tiny", parts=bad)
+    with pytest.raises(ModelSpecError, match="LadderParts"):
+        train_ladder(3, small_corpus, preset="cpu-tiny", parts=(view_split_heads,))
 
 
 def test_unwritten_rope_functions_are_named_before_any_rung_trains(small_corpus):
