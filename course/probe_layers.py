@@ -12,6 +12,7 @@ weights that take a key/value cache.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -312,19 +313,42 @@ class GrowingCache:
         self.length += n
 
 
+# Positions a table covers at first (Llama precomputes max_seq_len * 2 of them).
+ROPE_TABLE_POSITIONS = 4096
+
+
+@functools.lru_cache(maxsize=16)
+def _freqs_cis(head_dim: int, theta: float, positions: int) -> torch.Tensor:
+    """e^(i t theta^(-2j/head_dim)) for t < positions: complex64 `(positions, head_dim // 2)`,
+    angles in float32 (Meta's `precompute_freqs_cis`)."""
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(positions, dtype=torch.float32), freqs)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
 def llama_rope(x: torch.Tensor, start: int, theta: float = 10000.0) -> torch.Tensor:
-    """Interleaved RoPE of x `(..., T, head_dim)` at positions `start .. start + T - 1`, as Meta's
-    Llama code writes it (`precompute_freqs_cis`, `apply_rotary_emb` in github.com/meta-llama/
-    llama, model.py): angles in float32, each pair (2i, 2i + 1) a complex number multiplied by
-    e^(i angle). x's shape and dtype. Not lesson 07's `rope_at`, whose check rejects it: that
-    exercise forms its angles in float64, and float32 angles drift at large positions."""
+    """Interleaved RoPE of x `(..., T, head_dim)` at positions `start .. start + T - 1`, with the
+    angles of Meta's Llama code (`precompute_freqs_cis` in github.com/meta-llama/llama,
+    model.py): one table of float32 angles, computed once. x's shape and dtype. Not lesson 07's
+    `rope_at`, whose check rejects it: that exercise forms its angles in float64, and float32
+    angles drift at large positions.
+
+    A position's rotation must not depend on how many tokens a call holds, or cached decoding
+    would differ from recomputation (by about 1e-5 in ToyLM's logits). So every call reads rows
+    of the same table, and each pair (2i, 2i + 1) is turned with real multiplications and
+    additions, which round alike in every call; Llama's complex multiply (`apply_rotary_emb`)
+    rounds differently in a one-token step than inside a long call."""
     T, hd = x.shape[-2], x.shape[-1]
-    freqs = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
-    angles = torch.outer(torch.arange(start, start + T, dtype=torch.float32), freqs)
-    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pairs = torch.view_as_complex(x.to(wide).reshape(*x.shape[:-1], -1, 2).contiguous())
-    turned = pairs * torch.polar(torch.ones_like(angles), angles).to(pairs.dtype)
-    return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+    positions = ROPE_TABLE_POSITIONS
+    while positions < start + T:
+        positions *= 2
+    rows = _freqs_cis(hd, float(theta), positions)[start : start + T]  # (T, hd / 2) complex64
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: float32
+    cos, sin = rows.real.to(wide), rows.imag.to(wide)
+    pairs = x.to(wide).unflatten(-1, (-1, 2))  # (..., T, hd / 2, 2): features 2i and 2i + 1
+    first, second = pairs[..., 0], pairs[..., 1]
+    turned = (first * cos - second * sin, first * sin + second * cos)
+    return torch.stack(turned, dim=-1).flatten(-2).to(x.dtype)
 
 
 class ToyLM:
