@@ -273,24 +273,26 @@ class TransformerBlock(Module):
         self,
         x: torch.Tensor,
         *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         attn_bias: torch.Tensor | None = None,
         cache=None,
         layer: int = 0,
     ) -> torch.Tensor:
         # `residual_block` written out: the same computation without two closures per call,
-        # which a cached decoding step (one token, tiny tensors) would notice.
+        # which a cached decoding step (one token, tiny tensors) would notice. For the same
+        # reason residual dropout runs in training only: evaluation skips even the call.
+        train = self.training
         h = self.norm1(x) if self.pre_norm else x
         h = self.attn(
             h, rope=rope, attn_mask=attn_mask, attn_bias=attn_bias, cache=cache, layer=layer
         )
+        if train:
+            h = self.dropout(h)
         if self.pre_norm:
-            x = x + self._drop(h)
-            return x + self._drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self._drop(h))
-        return self.norm2(x + self._drop(self.ffn(x)))
-
-    def _drop(self, h: torch.Tensor) -> torch.Tensor:
-        """Residual dropout, in training only (evaluation skips even reading the module)."""
-        return self.dropout(h) if self.training else h
+            x = x + h
+            h = self.ffn(self.norm2(x))
+            return x + (self.dropout(h) if train else h)
+        x = self.norm1(x + h)
+        h = self.ffn(x)
+        return self.norm2(x + (self.dropout(h) if train else h))

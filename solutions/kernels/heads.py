@@ -10,6 +10,7 @@ and the keyword arguments `...` they share:
 
     rope=(cos, sin)   RoPE tables for the positions of `x` (`positions.rope_cos_sin(positions,
                       head_dim)`), or None for no rotation; `rope_layout` "interleaved" | "half"
+                      (the module also takes them as one complex tensor `cos + i sin`)
     attn_mask         boolean, True = may attend, broadcast to (batch, n_heads, q_len, k_len)
     attn_bias         float, added to the scores (ALiBi: `positions.alibi_bias`), same broadcast
     is_causal         True by default: a decoder's self-attention (False for an encoder)
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from solutions.kernels.attention import scaled_dot_product_attention
 from solutions.kernels.masks import causal_mask, combine_masks
 from solutions.kernels.module import Linear, Module
-from solutions.kernels.positions import RopeLayout, check_rope_layout, rotate
+from solutions.kernels.positions import RopeLayout, check_rope_layout, rotate, rotate_complex
 
 Backend = Literal["reference", "sdpa"]
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -131,6 +132,8 @@ def grouped_query_attention(
             fill = float("-inf")
             bias = attn_bias if attn_mask is None else attn_bias.masked_fill(~attn_mask, fill)
             attn_mask = bias.to(q.dtype)
+        if scale is None and n_heads == n_kv_heads:  # positional: no keyword parsing per call
+            return F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
         return F.scaled_dot_product_attention(
             q,
             k,
@@ -349,14 +352,16 @@ class MultiHeadAttention(Module):
         self,
         x: torch.Tensor,
         *,
-        rope: Rope | None = None,
+        rope: Rope | torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         attn_bias: torch.Tensor | None = None,
         cache=None,
         layer: int = 0,
     ) -> torch.Tensor:
         """`(batch, seq, d_model)` -> `(batch, seq, d_model)`; with `cache`, `x` holds the tokens
-        after the cached ones and `rope` must be the tables of their positions."""
+        after the cached ones and `rope` must be the tables of their positions. `rope` may also
+        be the tables as one complex tensor `cos + i sin` (`positions.rotate_complex`), which a
+        model can form once per forward pass instead of once per layer."""
         B, T, _ = x.shape
         H, H_kv = self.n_heads, self.n_kv_heads
         W_qkv, W_o = self.W_qkv, self.W_o
@@ -365,10 +370,13 @@ class MultiHeadAttention(Module):
         if rope is None:
             q, k = heads[:, :H], heads[:, H : H + H_kv]
         else:  # queries and keys sit side by side: rotate them in one go
-            cos, sin = rope
-            if cos.dim() == 3:  # per-sequence tables (batch, T, d/2): add the heads axis
-                cos, sin = cos[:, None], sin[:, None]
-            qk = rotate(heads[:, : H + H_kv], cos, sin, self.rope_layout)
+            qk = heads[:, : H + H_kv]
+            if isinstance(rope, torch.Tensor):  # cos + i sin, formed once for all layers
+                cis = rope[:, None] if rope.dim() == 3 else rope  # per-sequence: a heads axis
+                qk = rotate_complex(qk, cis, self.rope_layout)
+            else:
+                cos, sin = _rope_tables(rope)
+                qk = rotate(qk, cos, sin, self.rope_layout)
             q, k = qk.split_with_sizes([H, H_kv], dim=1)
         v = heads[:, H + H_kv :]
         if cache is not None:

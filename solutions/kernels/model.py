@@ -81,18 +81,25 @@ class TransformerLM(Module):
         self._make_position_tables(self.tok_emb.weight.dtype, self.tok_emb.weight.device)
         self.init_weights(seed)
 
-    def _make_position_tables(self, dtype: torch.dtype, device) -> None:
-        """The tables every position's encoding is read from, computed once: a cached decoding
-        step then slices a row instead of redoing the trigonometry."""
+    def _make_position_tables(self, dtype: torch.dtype, device, n_positions: int = 0) -> None:
+        """The tables every position's encoding is read from, computed once (for at least
+        `n_positions`, at least `context_length`): a cached decoding step then slices a row
+        instead of redoing the trigonometry.
+
+        RoPE's tables also exist as one complex tensor `rope_cis = cos + i sin` (float32 and
+        float64 only; else None), a plain attribute rebuilt with them: evaluation passes its rows
+        to every layer, whose rotation is then one complex multiplication (`rotate_complex`)."""
         c = self.config
         if c.positional == "sinusoidal":
             table = sinusoidal_table(c.context_length, c.d_model, device=device, dtype=dtype)
             self.register_buffer("pos_table", table, persistent=False)
         elif c.positional == "rope":
-            positions = torch.arange(c.context_length, device=device)
+            positions = torch.arange(max(n_positions, c.context_length), device=device)
             cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=dtype)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+            complex_dtype = dtype in (torch.float32, torch.float64)
+            self.rope_cis = torch.complex(cos, sin) if complex_dtype else None
 
     def _apply(self, fn, recurse=True):
         # `.to(torch.float64)` would otherwise widen float32 tables (angles off by ~1e-6 at
@@ -102,7 +109,7 @@ class TransformerLM(Module):
         if table is None:
             table = getattr(self, "pos_table", None)
         if table is not None and table.is_floating_point():
-            self._make_position_tables(table.dtype, table.device)
+            self._make_position_tables(table.dtype, table.device, table.shape[0])
         return self
 
     @torch.no_grad()
@@ -168,11 +175,16 @@ class TransformerLM(Module):
         computed once per forward pass: `(rope, attn_bias)`, each None where unused.
 
         The causal mask is the blocks' own (`is_causal`): aligned to the last key, it is right
-        for a cache prefix too, and SDPA applies it without materialising it.
+        for a cache prefix too, and SDPA applies it without materialising it. Without a gradient
+        `rope` is the complex `(end - start, head_dim / 2)` rows of `rope_cis`, else the `(cos,
+        sin)` pair of `rope_tables`: the same rotation either way.
         """
         c = self.config
         if c.positional == "rope":
-            return self.rope_tables(start, end), None
+            if self.rope_cis is None or torch.is_grad_enabled():
+                return self.rope_tables(start, end), None  # `rotate`, hand-written backward
+            self._cover_positions(end)
+            return self.rope_cis[start:end], None  # (end - start, head_dim / 2) complex
         if c.positional == "alibi":
             bias = alibi_bias(c.n_heads, end - start, start, device=x.device, dtype=x.dtype)
             return None, bias
@@ -183,13 +195,14 @@ class TransformerLM(Module):
         1`: rows of the precomputed tables. A cache may be longer than `context_length`: past
         the tables' end they are recomputed once, at least twice as long, so that each later
         cached step still slices a row instead of redoing the trigonometry."""
-        cos, sin = self.rope_cos, self.rope_sin
+        self._cover_positions(end)
+        return self.rope_cos[start:end], self.rope_sin[start:end]
+
+    def _cover_positions(self, end: int) -> None:
+        """Grow RoPE's tables (to at least twice their length) if they end before `end`."""
+        cos = self.rope_cos
         if end > cos.shape[0]:
-            c = self.config
-            positions = torch.arange(max(end, 2 * cos.shape[0]), device=cos.device)
-            cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, dtype=cos.dtype)
-            self.rope_cos, self.rope_sin = cos, sin  # still non-persistent buffers
-        return cos[start:end], sin[start:end]
+            self._make_position_tables(cos.dtype, cos.device, max(end, 2 * cos.shape[0]))
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for `max_len` positions, on this model's device and dtype."""

@@ -143,6 +143,20 @@ def rotate_pairs(
     raise AssertionError("unreachable")
 
 
+# The complex dtype whose real and imaginary parts are a real dtype (PyTorch has no others).
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _turn_pairs(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """Interleaved pairs of `x` `(..., d)` as complex numbers, times `cis` `(..., d/2)`."""
+    pairs = x.unflatten(-1, (-1, 2))
+    try:
+        z = torch.view_as_complex(pairs)
+    except RuntimeError:  # a view whose strides or offset do not fit complex numbers
+        z = torch.view_as_complex(pairs.contiguous())
+    return torch.view_as_real(z * cis).flatten(-2)
+
+
 def _rotate_pairs_fast(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeLayout
 ) -> torch.Tensor:
@@ -152,14 +166,9 @@ def _rotate_pairs_fast(
     PyTorch has complex numbers for float32 and float64 only; other dtypes, and the half-split
     layout, take the general path.
     """
-    if layout != "interleaved" or x.dtype not in (torch.float32, torch.float64):
+    if layout != "interleaved" or x.dtype not in _COMPLEX:
         return rotate_pairs(x, cos, sin, layout)
-    pairs = x.unflatten(-1, (-1, 2))
-    try:
-        z = torch.view_as_complex(pairs)
-    except RuntimeError:  # a view whose strides or offset do not fit complex numbers
-        z = torch.view_as_complex(pairs.contiguous())
-    return torch.view_as_real(z * torch.complex(cos, sin)).flatten(-2)
+    return _turn_pairs(x, torch.complex(cos, sin))
 
 
 class _Rotate(torch.autograd.Function):
@@ -220,6 +229,23 @@ def rotate(
     if torch.is_grad_enabled() and x.requires_grad:
         return _Rotate.apply(x, cos, sin, layout)
     return _rotate_pairs_fast(x, cos, sin, layout)
+
+
+def rotate_complex(x: torch.Tensor, cis: torch.Tensor, layout: RopeLayout = "interleaved"):
+    """`rotate(x, cis.real, cis.imag, layout)`: the tables given as one complex tensor `cis =
+    cos + i sin` `(..., head_dim / 2)`, like Meta's Llama code (`freqs_cis`). Same shape and
+    dtype as `x`, and the same numbers.
+
+    Why. `rotate` builds `cos + i sin` from the two tables at every call; a model that forms
+    `cis` once per forward pass saves that kernel in every layer (it shows in a cached decoding
+    step, one token through tiny tensors). The interleaved layout in `cis`'s own precision, with
+    no gradient wanted, is then a single complex multiplication; everything else goes through
+    `rotate` with `cis.real` and `cis.imag` (views: nothing is rounded).
+    """
+    fast = layout == "interleaved" and _COMPLEX.get(x.dtype) == cis.dtype
+    if fast and not (torch.is_grad_enabled() and x.requires_grad):
+        return _turn_pairs(x, cis)
+    return rotate(x, cis.real, cis.imag, layout)
 
 
 def interleaved_to_half_split(head_dim: int) -> torch.Tensor:

@@ -138,6 +138,29 @@ def test_positions_beyond_the_context_are_refused_for_tabulated_schemes():
     torch.testing.assert_close(stepped, long(idx), atol=1e-5, rtol=1e-5)
     fresh = rope_cos_sin(torch.arange(short.rope_cos.shape[0]), short.config.head_dim)
     torch.testing.assert_close(short.rope_cos, fresh[0], atol=0, rtol=0)
+    assert torch.equal(short.rope_cis, torch.complex(short.rope_cos, short.rope_sin))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_evaluation_rotates_by_the_complex_table_with_the_same_numbers(dtype):
+    # Without a gradient every layer multiplies by rows of rope_cis; with one, `rotate` with the
+    # (cos, sin) tables runs: the same arithmetic, so the logits are equal bit for bit.
+    model = TransformerLM(config(context_length=16), seed=5).to(dtype)
+    expected_cis = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+    if dtype == torch.bfloat16:
+        assert model.rope_cis is None  # no complex bfloat16: the tables, as before
+    else:
+        assert model.rope_cis.dtype == expected_cis[dtype]
+        assert torch.equal(model.rope_cis.real, model.rope_cos)
+    idx = tokens(2, 12)
+    with torch.no_grad():
+        evaluated = model(idx)
+        cache = model.new_cache(2, 12)
+        stepped = torch.cat([model(idx[:, :5], cache=cache)] + [
+            model(idx[:, i : i + 1], cache=cache) for i in range(5, 12)], dim=1)  # fmt: skip
+    assert torch.equal(model(idx).detach(), evaluated)
+    tol = {torch.bfloat16: 2e-2, torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    torch.testing.assert_close(stepped, evaluated, atol=tol, rtol=tol)
 
 
 def test_generate_shapes_sampling_options_and_determinism():

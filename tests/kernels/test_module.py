@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -75,3 +76,31 @@ def test_compiled_model_agrees_with_eager():
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(idx), model(idx))
+
+
+def test_hooks_tracing_and_compiled_modules_still_take_nn_modules_call():
+    # Module.__call__ skips nn.Module's machinery only while there is nothing for it to do.
+    m = Pair()
+    x = torch.randn(5, 3)
+    plain = m(x)
+    pre = m.first.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+    post = m.register_forward_hook(lambda mod, args, out: out + 1)
+    torch.testing.assert_close(m(x), m.second(m.first.bias.expand(5, 4)) * 2 + 1)
+    pre.remove(), post.remove()
+    assert torch.equal(m(x), plain)
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda mod, a, o: seen.append(mod))
+    try:
+        m(x)
+    finally:
+        handle.remove()
+    assert seen == [m.first, m.second, m]
+    m(x)
+    assert len(seen) == 3  # removed: the fast path again
+    with warnings.catch_warnings():  # torch.jit.trace is deprecated, but still traces modules
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(m, x)
+    assert "first" in str(traced.graph) and torch.equal(traced(x), plain)
+    m.compile(backend="eager")
+    assert m._compiled_call_impl is not None
+    torch.testing.assert_close(m(x), plain)

@@ -20,6 +20,7 @@ from solutions.kernels.positions import (
     inverse_frequencies,
     rope_cos_sin,
     rotate,
+    rotate_complex,
     rotate_pairs,
     sinusoidal_shift_matrix,
     sinusoidal_table,
@@ -216,6 +217,17 @@ def test_rope_fast_paths_equal_the_plain_rotation(dtype, layout, grad):
             got = rotate(x, c, s, layout)
         torch.testing.assert_close(got, expected, **tol, msg=lambda m, name=name: f"{name}: {m}")
         assert got.requires_grad == grad
+        # The same tables as one complex tensor (bfloat16 has none: float32 ones, rounded at use).
+        cis = (
+            torch.complex(c.float(), s.float()) if dtype == torch.bfloat16 else torch.complex(c, s)
+        )
+        with torch.set_grad_enabled(grad):
+            got_cis = rotate_complex(x, cis, layout)
+        assert got_cis.requires_grad == grad and got_cis.dtype == dtype
+        if dtype == torch.bfloat16:
+            torch.testing.assert_close(got_cis, expected, **tol)
+        else:
+            assert torch.equal(got_cis, got), name
 
 
 def test_float64_tables_are_float64_accurate():
