@@ -109,6 +109,9 @@ def cache_write(keys, values, length, k_new, v_new):
 # Lesson 08: the parts a block is built from, while the block or the model is judged.
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """RMSNorm over the last dim (Zhang & Sennrich 2019) by PyTorch's `F.rms_norm`."""
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    """RMSNorm over the last dim (Zhang & Sennrich 2019) by PyTorch's `F.rms_norm`; the
+    signature of lesson 06's `rms_norm(x, weight=None, eps=1e-5)`, which it stands in for."""
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
