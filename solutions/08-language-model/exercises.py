@@ -322,6 +322,17 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
     return x + (F.silu(gate) * up) @ params[p + "ffn.W_down.weight"].T
 """
 
+MASK_WRONG_SIGN = (
+    "the mask's diagonal is S - T (the number of cached keys), not T - S: torch.ones(T, "
+    "S).tril(S - T) lets query i see keys 0 .. S - T + i. With tril(T - S) a new token behind a "
+    "cache sees no key at all (or too few)"
+)
+MASK_TOP_LEFT = (
+    "with cached keys the causal mask is aligned to the LAST key: query i (position past + i) "
+    "sees keys 0 .. past + i, torch.ones(T, S).tril(S - T). SDPA's is_causal=True aligns it to "
+    "the first key (tril(0)), so a single new token would see only token 0"
+)
+
 BLOCK_MISTAKES = [
     Mistake(
         id="block-residual-on-normalised",
@@ -463,6 +474,16 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
 
 
 BLOCK_MISTAKES += [
+    Mistake(
+        id="block-cache-mask-top-left",
+        hint=MASK_TOP_LEFT,
+        source=sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=0)")),
+    ),
+    Mistake(
+        id="block-cache-mask-wrong-sign",
+        hint=MASK_WRONG_SIGN,
+        source=sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=T - S)")),
+    ),
     Mistake(
         id="block-head-dim-from-kv-heads",
         hint="every head, query or key/value, has the same width head_dim = d_model // n_heads; "
@@ -1009,18 +1030,14 @@ def cached_logits(idx, params, n_heads, n_kv_heads, n_prompt):
     ),
     Mistake(
         id="cache-mask-wrong-sign",
-        hint="the mask's diagonal is S - T (the number of cached keys), not T - S: "
-        "torch.ones(T, S).tril(S - T) lets query i see keys 0 .. S - T + i. With tril(T - S) a "
-        "new token behind a cache sees no key at all (or too few)",
+        hint=MASK_WRONG_SIGN,
         source=CACHED_SOURCE
         + FORWARD_SOURCE
         + sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=T - S)")),
     ),
     Mistake(
         id="cache-mask-top-left",
-        hint="with cached keys the causal mask is aligned to the LAST key: query i (position past "
-        "+ i) sees keys 0 .. past + i, torch.ones(T, S).tril(S - T). SDPA's is_causal=True aligns "
-        "it to the first key (tril(0)), so a single new token would see only token 0",
+        hint=MASK_TOP_LEFT,
         source=CACHED_SOURCE
         + FORWARD_SOURCE
         + sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=0)")),
