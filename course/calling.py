@@ -56,8 +56,9 @@ _detach = torch.Tensor.detach
 _clone = torch.Tensor.clone
 _equal = torch.equal
 
-# Modules a FnRef may name: built-ins and the course's own non-secret test subjects.
-_FN_MODULES = ("torch", "course.probe_layers", "course.stand_ins")
+# Modules a FnRef may name: built-ins and the course's own non-secret test subjects
+# (course.probe_lm: lesson 08's inspectors of the assembled language model).
+_FN_MODULES = ("torch", "course.probe_layers", "course.probe_lm", "course.stand_ins")
 
 
 @dataclass(frozen=True)

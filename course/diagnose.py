@@ -38,7 +38,15 @@ def known_mistake(
 
 
 def _same_error(a: str, b: str) -> bool:
-    return a.split(":")[0].strip() == b.split(":")[0].strip()
+    """The same kind of error: the text before the first colon ("raised ValueError"), and for a
+    KeyError the same missing key too (the key names what was looked up: a weight that a tied
+    model does not have and a layer past the last are different mistakes)."""
+    kind = a.split(":")[0].strip()
+    if kind != b.split(":")[0].strip():
+        return False
+    if kind == "raised KeyError":
+        return a.partition(":")[2].strip() == b.partition(":")[2].strip()
+    return True
 
 
 def diagnose(

@@ -6,14 +6,17 @@ grader sees one notebook at a time, so the parts must be *in* the lesson 08 note
 finds each named top-level function, and returns their source, ready to paste into an answer
 cell; it can also ask the notebook's front end for a new cell below holding that source (JupyterLab
 and the classic Notebook create it; others, such as VS Code or nbconvert, ignore the request, so
-the source is printed as well). It names every part that
-is missing or still unsolved (its body still raises NotImplementedError), so that a learner
-knows what to finish first. Nothing here executes the learner's code.
+the source is printed as well). It names every part that is missing or still unsolved (its body
+is still the exercise's stub, `raise NotImplementedError()`), so that a learner knows what to
+finish first. A part that uses top-level names of its notebook (a helper function, a constant,
+an import such as `import numpy as np`) brings their definitions along; a name that its notebook
+does not define at top level is named in a note. Nothing here executes the learner's code.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,9 @@ LESSON_PARTS: dict[str, list[str]] = {
     "06-normalization": ["rms_norm"],
 }
 
+# Names lesson 08's setup cell defines: a part that uses them needs nothing copied for them.
+PROVIDED = frozenset({"math", "os", "plt", "torch", "nn", "F"})
+
 
 @dataclass
 class PartsReport:
@@ -35,14 +41,24 @@ class PartsReport:
 
     sources: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    # What the found parts use from their notebooks (name -> source: imports, constants,
+    # helper functions), placed before the parts; and notes on names none of them defines.
+    helpers: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def code(self) -> str:
-        return "\n\n\n".join(self.sources.values()) + "\n"
+        blocks = [s for s in self.helpers.values() if not s.startswith(("import ", "from "))]
+        imports = [s for s in self.helpers.values() if s.startswith(("import ", "from "))]
+        head = ["\n".join(dict.fromkeys(imports))] if imports else []
+        return "\n\n\n".join(head + blocks + list(self.sources.values())) + "\n"
 
     def summary(self) -> str:
         lines = [f"found: {', '.join(self.sources) or 'nothing'}"]
+        if self.helpers:
+            lines.append(f"with what they use: {', '.join(self.helpers)}")
         lines += [f"NOT usable: {name}: {why}" for name, why in self.problems.items()]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -52,32 +68,112 @@ def _notebook(course_dir: Path, lesson: str) -> Path | None:
     return found[0] if found else None
 
 
-def _raises_not_implemented(node: ast.FunctionDef) -> bool:
+def _is_stub(node: ast.FunctionDef) -> bool:
+    """The exercise's stub: a body that is only `raise NotImplementedError()` (after a
+    docstring, `pass` or `...`). A `raise NotImplementedError(...)` among other code is the
+    learner's own error for an unsupported case, not an unsolved part."""
+    body = [
+        stmt
+        for stmt in node.body
+        if not isinstance(stmt, ast.Pass)
+        and not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+    ]
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    exc = body[0].exc
+    target = exc.func if isinstance(exc, ast.Call) else exc
+    return isinstance(target, ast.Name) and target.id == "NotImplementedError"
+
+
+def _bound_names(node: ast.stmt) -> list[str]:
+    """The top-level names a statement of a cell binds (def, class, import, plain assignment)."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return [(a.asname or a.name).partition(".")[0] for a in node.names if a.name != "*"]
+    targets = node.targets if isinstance(node, ast.Assign) else []
+    if isinstance(node, ast.AnnAssign | ast.AugAssign):
+        targets = [node.target]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    """Names a definition reads that it does not bind itself (its globals), builtins left out."""
+    loaded, bound = set(), set()
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Raise) and sub.exc is not None:
-            target = sub.exc.func if isinstance(sub.exc, ast.Call) else sub.exc
-            if isinstance(target, ast.Name) and target.id == "NotImplementedError":
-                return True
-    return False
+        if isinstance(sub, ast.Name):
+            (loaded if isinstance(sub.ctx, ast.Load) else bound).add(sub.id)
+        elif isinstance(sub, ast.arg):
+            bound.add(sub.arg)
+        elif (
+            isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and sub is not node
+        ):
+            bound.add(sub.name)
+        elif isinstance(sub, ast.Import | ast.ImportFrom):
+            bound.update(_bound_names(sub))
+    return loaded - bound - set(dir(builtins))
 
 
-def _functions(path: Path) -> tuple[dict[str, tuple[str, bool]], list[str]]:
-    """name -> (source, unsolved) of every top-level def in the notebook's code cells (the
-    last definition wins, as when the notebook runs), and the cells that did not parse."""
-    found, broken = {}, []
+@dataclass
+class _Notebook:
+    """The notebook's top-level bindings: name -> (source, the statement), the last one winning
+    as when the notebook runs; which functions are still stubs; the cells that did not parse."""
+
+    bindings: dict[str, tuple[str, ast.stmt]] = field(default_factory=dict)
+    functions: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    broken: list[str] = field(default_factory=list)
+
+
+def _read(path: Path) -> _Notebook:
+    notebook = _Notebook()
     for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
         if cell.cell_type != "code":
             continue
         try:
             tree = ast.parse(cell.source)
         except SyntaxError:
-            broken.append(f"cell {index}")
+            notebook.broken.append(f"cell {index}")
             continue
         for node in tree.body:
+            source = ast.get_source_segment(cell.source, node)
             if isinstance(node, ast.FunctionDef):
-                source = ast.get_source_segment(cell.source, node)
-                found[node.name] = (source, _raises_not_implemented(node))
-    return found, broken
+                notebook.functions[node.name] = (source, _is_stub(node))
+            for name in _bound_names(node):
+                notebook.bindings[name] = (source, node)
+    return notebook
+
+
+def _functions(path: Path) -> tuple[dict[str, tuple[str, bool]], list[str]]:
+    """name -> (source, unsolved) of every top-level def in the notebook's code cells (the
+    last definition wins, as when the notebook runs), and the cells that did not parse."""
+    notebook = _read(path)
+    return notebook.functions, notebook.broken
+
+
+def _collect_helpers(
+    notebook: _Notebook, name: str, parts: set[str], report: PartsReport, path: Path
+) -> None:
+    """Add to `report.helpers` what the part `name` uses from its notebook, recursively; name in
+    `report.notes` what it uses that the notebook does not define at top level."""
+    pending = sorted(_free_names(notebook.bindings[name][1]))
+    seen = set()
+    while pending:
+        used = pending.pop(0)
+        if used in seen or used in parts or used in PROVIDED:
+            continue
+        seen.add(used)
+        if used not in notebook.bindings:
+            report.notes.append(
+                f"{name} uses `{used}`, which {path.name} does not define at top level: define "
+                "it in this notebook too, or the part fails with a NameError"
+            )
+            continue
+        source, node = notebook.bindings[used]
+        if used not in report.helpers:
+            report.helpers[used] = source
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                pending += sorted(_free_names(node))
 
 
 def find_parts(
@@ -94,15 +190,22 @@ def find_parts(
             for name in names:
                 report.problems[name] = f"no notebook in {course_dir / lesson}"
             continue
-        functions, broken = _functions(path)
+        notebook = _read(path)
+        functions, broken = notebook.functions, notebook.broken
         for name in names:
             if name not in functions:
                 extra = f" (cells that do not parse: {', '.join(broken)})" if broken else ""
                 report.problems[name] = f"not defined in {path}{extra}"
             elif functions[name][1]:
-                report.problems[name] = f"still unsolved in {path} (raises NotImplementedError)"
+                report.problems[name] = (
+                    f"still unsolved in {path} (its body is still `raise NotImplementedError()`)"
+                )
             else:
                 report.sources[name] = functions[name][0]
+        wanted = {n for ns in (parts or LESSON_PARTS).values() for n in ns}
+        for name in names:
+            if name in report.sources:
+                _collect_helpers(notebook, name, wanted, report, path)
     return report
 
 

@@ -132,5 +132,6 @@ def rms_norm(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-5
 ) -> torch.Tensor:
     """RMSNorm over the last dim (Zhang & Sennrich 2019) by PyTorch's `F.rms_norm` (which lesson
-    06's `rms_norm` forbids); x's shape and dtype."""
+    06's `rms_norm` forbids), with that exercise's signature `rms_norm(x, weight=None,
+    eps=1e-5)`; x's shape and dtype."""
     return F.rms_norm(x, (x.shape[-1],), weight, eps)

@@ -11,10 +11,12 @@ import io
 import pytest
 import torch
 
+from autograder.lesson import load_lesson, mistake_function
 from course import lesson08
-from course.checks import CheckFailed, NotWrittenYet
+from course.checks import CheckFailed, NotWrittenYet, check
 from course.lm import ModelConfig
 from course.lm.protocol import InterfaceError
+from course.probe_lm import inspect_sampler
 from tests.notebooks import load, notebook_namespace
 
 LESSON, NAME = "08-language-model", "language_model"
@@ -219,3 +221,50 @@ def test_a_negative_temperature_is_refused_with_a_value_error():
     first = ns["generate_text"](model, "ab", 12, seed=3)
     assert first == ns["generate_text"](model, "ab", 12, seed=3)
     assert torch.is_tensor(ns["sample_next"](torch.zeros(2, 5)))
+
+
+# ---------------------------------------------------------------- hints and inspectors
+
+DECLARED = load_lesson(LESSON)
+
+
+@pytest.mark.parametrize("exercise", DECLARED.exercises, ids=lambda e: e.id)
+def test_each_known_mistake_is_told_its_own_hint_and_no_other(exercise):
+    """A misleading hint is worse than none: every known mistake's visible failure shows its own
+    hint and no hint of another mistake (mistakes that behave alike share one hint text)."""
+    for mistake in exercise.mistakes:
+        fn = mistake_function(DECLARED, exercise, mistake)
+        with pytest.raises(CheckFailed) as failed, contextlib.redirect_stdout(io.StringIO()):
+            check(exercise.full_id, fn)
+        lines = [line.strip() for line in str(failed.value).splitlines()]
+        hints = [line.removeprefix("hint:").strip() for line in lines if line.startswith("hint:")]
+        assert mistake.hint in hints, f"{mistake.id}: {failed.value}"
+        foreign = [o.id for o in exercise.mistakes if o.hint != mistake.hint and o.hint in hints]
+        assert not foreign, f"{mistake.id} is also told the hints of {foreign}"
+
+
+def _sample_next_source(body: str) -> dict:
+    ns = {"torch": torch}
+    exec(  # noqa: S102 - the test's own code
+        "def sample_next(logits, temperature=1.0, top_p=1.0, generator=None):\n" + body, ns
+    )
+    exec(  # noqa: S102 - the test's own code
+        "def sample_frequencies(logits, temperature, top_p, n_samples, seed):\n"
+        "    return sample_next(logits[None], temperature, top_p)\n",
+        ns,
+    )
+    return ns
+
+
+def test_the_sampler_inspector_sees_an_in_place_edit_undone_at_an_exact_temperature():
+    """div_ then mul_ by 0.5 restores the logits bit for bit; the version counter still moves."""
+    draw = "    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]\n"
+    undone = _sample_next_source(
+        "    logits.div_(temperature)\n    logits.mul_(temperature)\n" + draw
+    )
+    clean = _sample_next_source("    logits = logits / temperature\n" + draw)
+    args = (torch.tensor([2.0, 1.0, 0.5]), 0.5, 1.0)
+    assert "changed the logits it was given" in inspect_sampler(
+        undone["sample_frequencies"], args, {}, None
+    )
+    assert inspect_sampler(clean["sample_frequencies"], args, {}, None) is None

@@ -322,6 +322,17 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
     return x + (F.silu(gate) * up) @ params[p + "ffn.W_down.weight"].T
 """
 
+MASK_WRONG_SIGN = (
+    "the mask's diagonal is S - T (the number of cached keys), not T - S: torch.ones(T, "
+    "S).tril(S - T) lets query i see keys 0 .. S - T + i. With tril(T - S) a new token behind a "
+    "cache sees no key at all (or too few)"
+)
+MASK_TOP_LEFT = (
+    "with cached keys the causal mask is aligned to the LAST key: query i (position past + i) "
+    "sees keys 0 .. past + i, torch.ones(T, S).tril(S - T). SDPA's is_causal=True aligns it to "
+    "the first key (tril(0)), so a single new token would see only token 0"
+)
+
 BLOCK_MISTAKES = [
     Mistake(
         id="block-residual-on-normalised",
@@ -462,6 +473,103 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
 ]
 
 
+BLOCK_MISTAKES += [
+    Mistake(
+        id="block-cache-mask-top-left",
+        hint=MASK_TOP_LEFT,
+        source=sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=0)")),
+    ),
+    Mistake(
+        id="block-cache-mask-wrong-sign",
+        hint=MASK_WRONG_SIGN,
+        source=sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=T - S)")),
+    ),
+    Mistake(
+        id="block-head-dim-from-kv-heads",
+        hint="every head, query or key/value, has the same width head_dim = d_model // n_heads; "
+        "n_kv_heads says how many key/value heads there are, not how wide they are: split qkv "
+        "into [n_heads * hd, n_kv_heads * hd, n_kv_heads * hd] with hd = d_model // n_heads "
+        "(d_model // n_kv_heads makes the split sizes add up to more than W_qkv's rows)",
+        source=sources(BLOCK_SOURCE, ("hd = D // n_heads", "hd = D // n_kv_heads")),
+    ),
+    Mistake(
+        id="block-norm-without-weight",
+        hint="each norm has its own learned weight: rms_norm(x, params[p + 'norm1.weight']) and "
+        "rms_norm(x, params[p + 'norm2.weight']). rms_norm(x) alone normalises without the "
+        "weight (weight=None is a plain normalisation)",
+        source=sources(
+            BLOCK_SOURCE,
+            ('h = rms_norm(x, params[p + "norm2.weight"])', "h = rms_norm(x)"),
+        ),
+    ),
+    Mistake(
+        id="block-chunk-mask-ignores-past",
+        hint="a chunk of T > 1 new tokens behind a cache is causal too: query i (position past + "
+        "i) sees keys 0 .. past + i, not every key. One mask covers every case, "
+        "torch.ones(T, S, dtype=torch.bool).tril(S - T): without a cache S = T (the causal mask), "
+        "for one new token it is all True",
+        source=sources(
+            BLOCK_SOURCE,
+            (
+                "mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)",
+                "mask = torch.ones(T, S, dtype=torch.bool).tril() if S == T else "
+                "torch.ones(T, S, dtype=torch.bool)",
+            ),
+        ),
+    ),
+    Mistake(
+        id="block-cache-stores-repeated-kv",
+        hint="the cache keeps the n_kv_heads heads of keys and values, (B, n_kv_heads, S, "
+        "head_dim): store k, v before repeat_kv and repeat them only for the attention. A cache "
+        "of repeated heads gives the same logits with n_heads / n_kv_heads times the memory, "
+        "which is grouped-query attention's whole saving",
+        source=sources(
+            BLOCK_SOURCE,
+            (
+                "    v = split_heads(v, n_kv_heads)\n",
+                "    v = split_heads(v, n_kv_heads)\n"
+                "    k, v = repeat_kv(k, n_heads // n_kv_heads), repeat_kv(v, n_heads // n_kv_heads)\n"
+                "    n_kv_heads = n_heads\n",
+            ),
+        ),
+    ),
+    Mistake(
+        id="block-cache-not-stored",
+        hint="with a cache, store the concatenated keys and values back, cache[layer] = (k, v): "
+        "that is what makes the cache grow (the next call reads them as its past)",
+        source=sources(BLOCK_SOURCE, ("        cache[layer] = (k, v)\n", "")),
+    ),
+    Mistake(
+        id="block-cache-stores-new-only",
+        hint="store the concatenation of the cached and the new keys and values, not only this "
+        "call's: cache[layer] must hold every position so far, (B, n_kv_heads, past + T, "
+        "head_dim)",
+        source=sources(
+            BLOCK_SOURCE,
+            (
+                "    if cache is not None:\n        if cache[layer] is not None:",
+                "    if cache is not None:\n        new = (k, v)\n        if cache[layer] is not None:",
+            ),
+            ("        cache[layer] = (k, v)\n", "        cache[layer] = new\n"),
+        ),
+    ),
+]
+
+
+def block_cache_case(g, B, past, T, D, H, H_kv, d_ff, layer=0, L=2, dtype=torch.float32):
+    """A block behind a cache of `past` positions in every one of `L` layers (as mid-decoding):
+    x holds T new tokens at positions past .. past + T - 1."""
+    x, params, layer, H, H_kv, cos, sin = block_case(
+        g, B, T, D, H, H_kv, d_ff, start=past, dtype=dtype, layer=layer, L=L
+    )
+    shape = (B, H_kv, past, D // H)
+    cache = [(randn(g, *shape, dtype=dtype), randn(g, *shape, dtype=dtype)) for _ in range(L)]
+    return (x, params, layer, H, H_kv, cos, sin, cache)
+
+
+BLOCK_CACHE = "course.probe_lm:inspect_block_cache"
+
+
 def block_case(g, B, T, D, H, H_kv, d_ff, start=0, dtype=torch.float32, layer=0, L=1):
     params = weights(g, 7, D, L, H, H_kv, d_ff, dtype=dtype)
     params = {k: v for k, v in params.items() if k.startswith(f"blocks.{layer}.")}
@@ -484,17 +592,39 @@ def block_visible() -> list[Probe]:
         Probe(
             name="layer 1 of a 2-layer model", args=block_case(g, 1, 3, 8, 2, 1, 16, layer=1, L=2)
         ),
+        Probe(
+            name="a chunk of 3 tokens behind a cache of 4 (positions 4..6; 4 heads, 2 kv heads): "
+            "query i sees keys 0..4 + i, and cache[layer] then holds all 7",
+            args=block_cache_case(g, 2, 4, 3, 16, 4, 2, 32, layer=1),
+            inspect=BLOCK_CACHE,
+        ),
+        Probe(
+            name="one token behind a cache of 5 (MQA)",
+            args=block_cache_case(g, 1, 5, 1, 8, 2, 1, 16, layer=0),
+            inspect=BLOCK_CACHE,
+        ),
     ]
 
 
 def block_hidden(g: torch.Generator) -> list[Probe]:
     T = int(torch.randint(2, 9, (1,), generator=g))
+    past = int(torch.randint(1, 6, (1,), generator=g))
     return [
         Probe(name=f"T={T}, 4 heads, 2 kv heads", args=block_case(g, 2, T, 16, 4, 2, 48)),
         Probe(name="MQA, 4 heads, 1 kv head", args=block_case(g, 2, 6, 16, 4, 1, 32)),
         Probe(name="positions 100..104", args=block_case(g, 1, 5, 12, 3, 3, 32, start=100)),
         Probe(name="layer 2 of 3", args=block_case(g, 2, 4, 8, 2, 2, 16, layer=2, L=3)),
         Probe(name="float64", args=block_case(g, 2, 5, 16, 4, 2, 32, dtype=torch.float64)),
+        Probe(
+            name=f"a chunk of {T} behind a cache of {past}",
+            args=block_cache_case(g, 2, past, T, 16, 4, 1, 32, layer=0, L=3),
+            inspect=BLOCK_CACHE,
+        ),
+        Probe(
+            name="a chunk of 2 behind a cache of 3, float64, GQA",
+            args=block_cache_case(g, 1, 3, 2, 12, 6, 2, 24, layer=1, dtype=torch.float64),
+            inspect=BLOCK_CACHE,
+        ),
     ]
 
 
@@ -525,6 +655,13 @@ STAGES = (
     "With return_stages=True the check compares every stage, so 'item k' names the first one that "
     "differs: item 0 the embeddings, items 1..n_layers the blocks, then the final norm, then the "
     "logits"
+)
+
+HEAD_WIDTH = (
+    "every head, query or key/value, has the width head_dim = d_model // n_heads: RoPE's tables "
+    "have head_dim / 2 columns, rope_cos_sin(positions, d_model // n_heads, ...), and "
+    "block_forward splits q, k, v into heads of that width. Not d_model, and not d_model // "
+    "n_kv_heads (n_kv_heads is how many key/value heads there are, not how wide)"
 )
 
 FORWARD_MISTAKES = [
@@ -579,9 +716,27 @@ FORWARD_MISTAKES = [
     ),
     Mistake(
         id="forward-head-dim-is-d-model",
-        hint="RoPE's tables are per head: head_dim = d_model // n_heads (head_dim / 2 angles per "
-        "position), not d_model",
+        hint=HEAD_WIDTH,
         source=sources(FORWARD_SOURCE, ("emb.shape[1] // n_heads, dtype", "emb.shape[1], dtype")),
+    ),
+    Mistake(
+        id="forward-head-dim-from-kv-heads",
+        hint=HEAD_WIDTH,
+        source=FORWARD_SOURCE
+        + sources(BLOCK_SOURCE, ("hd = D // n_heads", "hd = D // n_kv_heads")),
+    ),
+    Mistake(
+        id="forward-layers-count-final-norm",
+        hint="the number of layers is the number of blocks, the '.norm1.weight' entries (one per "
+        "block): counting every name with 'norm' in it also counts norm2 and the final norm_f, so "
+        "the loop asks for weights of blocks that do not exist (the KeyError's name)",
+        source=sources(
+            FORWARD_SOURCE,
+            (
+                'n_layers = sum(name.endswith(".norm1.weight") for name in params)',
+                'n_layers = sum(1 for name in params if "norm" in name)',
+            ),
+        ),
     ),
 ]
 
@@ -698,6 +853,16 @@ def lm_loss(logits, idx):
         source=sources(LOSS_SOURCE, ("idx[:, 1:].reshape(-1))", "idx[:, 1:].reshape(-1)).item()")),
     ),
     Mistake(
+        id="loss-per-sequence",
+        hint="the loss is one number, the mean over all B (T - 1) predictions at once: a mean per "
+        "sequence (reduction='none', then .mean(1)) has shape (B,). Use F.cross_entropy's default "
+        "mean over the flattened (B (T - 1), V) logits",
+        source="""
+def lm_loss(logits, idx):
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), idx[:, 1:], reduction="none").mean(1)
+""",
+    ),
+    Mistake(
         id="loss-mean-over-batch-only",
         hint="average over all B (T - 1) predictions, not per sequence summed over positions",
         source="""
@@ -759,15 +924,84 @@ def cached_logits(idx, params, n_heads, n_kv_heads, n_prompt):
     return torch.cat(pieces, dim=1)
 """
 
+CACHE_EVERY_CALL = (
+    "pass the same cache to every call of lm_forward, the prefill and each new token alone "
+    "(lm_forward(idx[:, t:t + 1], ..., cache=cache)): the keys and values of everything before "
+    "the new token are read from it. Without it a token sees nothing before it; recomputing the "
+    "whole prefix instead gives the right logits, but that is the work the cache exists to save"
+)
+PREFILL = (
+    "the prompt goes in ONE call, lm_forward(idx[:, :n_prompt], ..., cache=cache) (the prefill: "
+    "T > 1 tokens at once, which is what block_forward's mask tril(S - T) is for), then each "
+    "later token in a call of its own"
+)
+
 CACHED_MISTAKES = [
     Mistake(
         id="cache-not-used",
-        hint="each new token must attend to every earlier token: pass the cache to every call "
-        "(lm_forward(..., cache=cache)), so that the keys and values of the prompt and of the "
-        "tokens already decoded are there. Without it each token sees only itself at position 0",
+        hint=CACHE_EVERY_CALL,
         source=sources(
             CACHED_SOURCE,
             ("params, n_heads, n_kv_heads, cache=cache))", "params, n_heads, n_kv_heads))"),
+        ),
+    ),
+    Mistake(
+        id="cache-ignored-one-pass",
+        hint=CACHE_EVERY_CALL,
+        source="""
+def cached_logits(idx, params, n_heads, n_kv_heads, n_prompt):
+    return lm_forward(idx, params, n_heads, n_kv_heads)
+""",
+    ),
+    Mistake(
+        id="cache-recomputes-prefix",
+        hint=CACHE_EVERY_CALL,
+        source=sources(
+            CACHED_SOURCE,
+            (
+                "lm_forward(idx[:, t : t + 1], params, n_heads, n_kv_heads, cache=cache)",
+                "lm_forward(idx[:, : t + 1], params, n_heads, n_kv_heads)[:, -1:]",
+            ),
+        ),
+    ),
+    Mistake(
+        id="cache-new-per-call",
+        hint="make the cache once, before the prefill, and pass that same list to every call: a "
+        "new [None] * n_layers for a later token forgets the prompt",
+        source=sources(
+            CACHED_SOURCE,
+            (
+                "lm_forward(idx[:, t : t + 1], params, n_heads, n_kv_heads, cache=cache)",
+                "lm_forward(idx[:, t : t + 1], params, n_heads, n_kv_heads, cache=[None] * n_layers)",
+            ),
+        ),
+    ),
+    Mistake(
+        id="cache-one-entry-per-head",
+        hint="the cache has one entry per LAYER, [None] * n_layers (n_layers: the number of "
+        "'.norm1.weight' entries), not one per head: with more layers than heads the last blocks "
+        "have no slot (IndexError), with fewer the extra slots are never used",
+        source=sources(CACHED_SOURCE, ("cache = [None] * n_layers", "cache = [None] * n_heads")),
+    ),
+    Mistake(
+        id="cache-prompt-token-by-token",
+        hint=PREFILL,
+        source=sources(
+            CACHED_SOURCE,
+            (
+                "    pieces = [lm_forward(idx[:, :n_prompt], params, n_heads, n_kv_heads, "
+                "cache=cache)]\n    for t in range(n_prompt, idx.shape[1]):",
+                "    pieces = []\n    for t in range(idx.shape[1]):",
+            ),
+        ),
+    ),
+    Mistake(
+        id="cache-prefill-one-short",
+        hint=PREFILL,
+        source=sources(
+            CACHED_SOURCE,
+            ("idx[:, :n_prompt]", "idx[:, : n_prompt - 1]"),
+            ("range(n_prompt, idx.shape[1])", "range(n_prompt - 1, idx.shape[1])"),
         ),
     ),
     Mistake(
@@ -796,18 +1030,14 @@ CACHED_MISTAKES = [
     ),
     Mistake(
         id="cache-mask-wrong-sign",
-        hint="the mask's diagonal is S - T (the number of cached keys), not T - S: "
-        "torch.ones(T, S).tril(S - T) lets query i see keys 0 .. S - T + i. With tril(T - S) a "
-        "new token behind a cache sees no key at all (or too few)",
+        hint=MASK_WRONG_SIGN,
         source=CACHED_SOURCE
         + FORWARD_SOURCE
         + sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=T - S)")),
     ),
     Mistake(
         id="cache-mask-top-left",
-        hint="with cached keys the causal mask is aligned to the LAST key: query i (position past "
-        "+ i) sees keys 0 .. past + i, torch.ones(T, S).tril(S - T). SDPA's is_causal=True aligns "
-        "it to the first key (tril(0)), so a single new token would see only token 0",
+        hint=MASK_TOP_LEFT,
         source=CACHED_SOURCE
         + FORWARD_SOURCE
         + sources(BLOCK_SOURCE, ("tril(diagonal=S - T)", "tril(diagonal=0)")),
@@ -825,15 +1055,27 @@ def cached_case(g, vocab, B, T, D, L, H, H_kv, d_ff, n_prompt, dtype=torch.float
     )
 
 
+CACHED_INSPECT = "course.probe_lm:inspect_cached_decoding"
+
+
 def cached_visible() -> list[Probe]:
     g = seeded(804)
     return [
         Probe(
-            name="prompt of 3, then 3 tokens one at a time",
+            name="prompt of 3, then 3 tokens one at a time (2 layers, 2 heads, 1 kv head)",
             args=cached_case(g, 11, 2, 6, 8, 2, 2, 1, 16, 3),
-            inspect="course.probe_layers:inspect_cached_rope",
+            inspect=CACHED_INSPECT,
         ),
-        Probe(name="prompt of 1, then 4 tokens", args=cached_case(g, 11, 1, 5, 8, 1, 2, 2, 16, 1)),
+        Probe(
+            name="prompt of 1, then 4 tokens (1 layer, 2 heads)",
+            args=cached_case(g, 11, 1, 5, 8, 1, 2, 2, 16, 1),
+            inspect=CACHED_INSPECT,
+        ),
+        Probe(
+            name="3 layers, 2 heads (more layers than heads), prompt of 2",
+            args=cached_case(g, 11, 2, 5, 8, 3, 2, 2, 16, 2),
+            inspect=CACHED_INSPECT,
+        ),
     ]
 
 
@@ -843,10 +1085,22 @@ def cached_hidden(g: torch.Generator) -> list[Probe]:
         Probe(
             name=f"prompt of {n}, then 4 tokens",
             args=cached_case(g, 13, 2, n + 4, 16, 2, 4, 2, 32, n),
+            inspect=CACHED_INSPECT,
         ),
-        Probe(name="MQA, 3 layers", args=cached_case(g, 9, 1, 7, 8, 3, 2, 1, 16, 2)),
         Probe(
-            name="float64", args=cached_case(g, 11, 2, 6, 8, 1, 2, 2, 16, 2, dtype=torch.float64)
+            name="MQA, 3 layers",
+            args=cached_case(g, 9, 1, 7, 8, 3, 2, 1, 16, 2),
+            inspect=CACHED_INSPECT,
+        ),
+        Probe(
+            name="float64",
+            args=cached_case(g, 11, 2, 6, 8, 1, 2, 2, 16, 2, dtype=torch.float64),
+            inspect=CACHED_INSPECT,
+        ),
+        Probe(
+            name="4 layers, 2 heads, 1 kv head",
+            args=cached_case(g, 11, 1, 6, 8, 4, 2, 1, 16, 3),
+            inspect=CACHED_INSPECT,
         ),
     ]
 
@@ -873,6 +1127,18 @@ def sample_frequencies(logits, temperature, top_p, n_samples, seed):
     tokens = torch.as_tensor(tokens).reshape(-1).long()
     return torch.bincount(tokens, minlength=logits.shape[-1]).to(torch.float64) / n_samples
 """
+
+TOP_P_ON_PROBABILITIES = (
+    "top-p adds up probabilities, not logits: softmax(logits / temperature) first, then sort and "
+    "cumsum those, and draw from the kept probabilities renormalised (a cumulative sum of logits, "
+    "which may be negative, has nothing to do with top_p, and logits are not probabilities)"
+)
+IN_PLACE_LOGITS = (
+    "logits.div_(temperature) (or logits /= temperature, masked_fill_...) changes the caller's "
+    "logits, and so does an in-place edit undone afterwards (div_ then mul_: the tensor changes "
+    "meanwhile, and t * (x / t) is not always x in floating point): compute a new tensor, "
+    "logits / temperature"
+)
 
 SAMPLE_MISTAKES = [
     Mistake(
@@ -965,9 +1231,103 @@ def sample_next(logits, temperature=1.0, top_p=1.0, generator=None):
     ),
     Mistake(
         id="sampler-divides-in-place",
-        hint="logits.div_(temperature) (or logits /= temperature) changes the caller's logits: "
-        "compute a new tensor, logits / temperature",
+        hint=IN_PLACE_LOGITS,
         source=sources(SAMPLE_SOURCE, ("logits / temperature", "logits.div_(temperature)"))
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-first-row-only",
+        hint="one token per row, each drawn from ITS row's probabilities: torch.multinomial on "
+        "the whole (B, V) tensor draws one per row. Drawing B tokens from probs[0] gives every "
+        "row row 0's distribution",
+        source=sources(
+            SAMPLE_SOURCE,
+            (
+                "choice = torch.multinomial(sorted_probs.masked_fill(drop, 0.0), 1, "
+                "generator=generator)",
+                "choice = torch.multinomial(sorted_probs.masked_fill(drop, 0.0)[0], "
+                "logits.shape[0], replacement=True, generator=generator)[:, None]\n"
+                "    order = order[:1].expand_as(order)",
+            ),
+        )
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="top-p-strict",
+        hint="drop a token when the tokens ranked above it ALREADY reach top_p: cumsum - p >= "
+        "top_p, not >. When they sum to top_p exactly (four tokens of 0.25 and top_p 0.5) the "
+        "nucleus is complete without the next token",
+        source=sources(SAMPLE_SOURCE, ("- sorted_probs >= top_p", "- sorted_probs > top_p"))
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="top-p-keeps-ties",
+        hint="tokens of equal probability are ranked by token id, lowest first (a stable sort, "
+        "sort(..., descending=True, stable=True)), and the nucleus is cut by rank: a tied token "
+        "ranked after the cut is dropped like any other, not kept because its probability equals "
+        "a kept one's",
+        source=sources(
+            SAMPLE_SOURCE,
+            (
+                "    choice = torch.multinomial(",
+                "    kept = sorted_probs.masked_fill(drop, float('inf')).min(-1, keepdim=True).values\n"
+                "    drop = sorted_probs < kept\n"
+                "    choice = torch.multinomial(",
+            ),
+        )
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="top-p-on-logits",
+        hint=TOP_P_ON_PROBABILITIES,
+        source=sources(
+            SAMPLE_SOURCE,
+            (
+                "    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)\n"
+                "    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p\n",
+                "    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)\n"
+                "    sorted_logits = logits.gather(-1, order)\n"
+                "    drop = sorted_logits.cumsum(-1) - sorted_logits >= top_p\n",
+            ),
+        )
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="top-p-on-logits-as-weights",
+        hint=TOP_P_ON_PROBABILITIES,
+        source="""
+def sample_next(logits, temperature=1.0, top_p=1.0, generator=None):
+    if temperature == 0 or top_p == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
+        kept = sorted_logits.masked_fill(sorted_logits.cumsum(-1) - sorted_logits >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, kept)
+    probs = probs / probs.sum(-1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+"""
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="top-p-ignored",
+        hint="top_p < 1 restricts the draw to the nucleus: sort the probabilities, drop every token "
+        "whose higher-ranked tokens already reach top_p, renormalise the rest and draw from them "
+        "(top_p = 1 keeps every token)",
+        source=sources(SAMPLE_SOURCE, ("- sorted_probs >= top_p", "- sorted_probs > 1.0"))
+        + FREQUENCIES,
+    ),
+    Mistake(
+        id="sampler-in-place-undone",
+        hint=IN_PLACE_LOGITS,
+        source=sources(
+            SAMPLE_SOURCE,
+            (
+                "    probs = torch.softmax(logits / temperature, dim=-1)\n",
+                "    probs = torch.softmax(logits.div_(temperature), dim=-1)\n"
+                "    logits.mul_(temperature)\n",
+            ),
+        )
         + FREQUENCIES,
     ),
     Mistake(
@@ -992,7 +1352,7 @@ def sample_probe(name, logits, temperature, top_p, seed) -> Probe:
         name=name,
         args=(logits, temperature, top_p, 20000, seed),
         tolerance=FREQ_TOL,
-        inspect="course.probe_layers:inspect_sampler",
+        inspect="course.probe_lm:inspect_sampler",
     )
 
 
@@ -1002,6 +1362,14 @@ def sample_visible() -> list[Probe]:
         sample_probe("temperature 1, no top-p", logits, 1.0, 1.0, 1),
         sample_probe("temperature 0.5 (sharper)", logits, 0.5, 1.0, 2),
         sample_probe("temperature 0 is argmax", logits, 0.0, 1.0, 3),
+        sample_probe(
+            "top_p 0.7 on the same logits minus 5 (all negative; the same probabilities): the two "
+            "most likely tokens",
+            logits - 5.0,
+            1.0,
+            0.7,
+            8,
+        ),
         sample_probe(
             "top_p 0.7: the two most likely tokens (0.56 < 0.7 <= 0.56 + 0.21)", logits, 1.0, 0.7, 4
         ),
@@ -1020,6 +1388,14 @@ def sample_visible() -> list[Probe]:
             0.7,
             6,
         ),
+        sample_probe(
+            "ties on the boundary: four equal logits, top_p 0.5 keeps tokens 0 and 1 (ranked by "
+            "id; 0.25 + 0.25 reaches 0.5 exactly)",
+            torch.zeros(4),
+            1.0,
+            0.5,
+            9,
+        ),
     ]
 
 
@@ -1034,6 +1410,8 @@ def sample_hidden(g: torch.Generator) -> list[Probe]:
         sample_probe("top_p 0.7, temperature 2", shuffled, 2.0, 0.7, 17),
         sample_probe("temperature 0", logits, 0.0, 0.9, 15),
         sample_probe("top_p 0", shuffled, 1.3, 0.0, 16),
+        sample_probe("ties: eight equal logits, top_p 0.75", torch.zeros(8), 1.0, 0.75, 18),
+        sample_probe("top_p 0.6, logits below zero", shuffled - 10.0, 1.0, 0.6, 19),
     ]
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from course.lm.config import ModelConfig
 from course.lm.sample import filter_logits
+from solutions.kernels.kv_cache import KVCache
 from solutions.kernels.model import RESIDUAL_PROJECTIONS, TransformerLM
 
 __all__ = [
@@ -141,9 +142,11 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
     """Block `layer` of the model on `x` `(batch, seq, d_model)` whose tokens sit at the
     positions `cos`, `sin` `(seq, head_dim / 2)` describe; returns `(batch, seq, d_model)`.
 
-    `cache` is not used by the reference (a block with a cache is judged through
-    `cached_logits`)."""
-    del cache
+    `cache`: None, or a list with one entry per layer, each None or the pair `(keys, values)`
+    `(batch, n_kv_heads, past, head_dim)` of the positions before these: the block then attends
+    over `past + seq` keys, query i seeing keys `0 .. past + i`, and stores all `past + seq` of
+    them back in `cache[layer]` (what a learner's block stores there is judged by an inspector,
+    `course.probe_lm.inspect_block_cache`)."""
     n_kv_heads = n_kv_heads or n_heads
     prefix = f"blocks.{layer}."
     model = reference_model(
@@ -157,7 +160,18 @@ def block_forward(x, params, layer, n_heads, n_kv_heads, cos, sin, cache=None):
         n_heads,
         n_kv_heads,
     )
-    return model.blocks[0](x, rope=(cos, sin))
+    if cache is None:
+        return model.blocks[0](x, rope=(cos, sin))
+    B, T, d_model = x.shape
+    head_dim = d_model // n_heads
+    P = 0 if cache[layer] is None else cache[layer][0].shape[2]
+    kv = KVCache(1, B, n_kv_heads, P + T, head_dim, dtype=x.dtype, device=x.device)
+    if P:
+        kv.update(0, *cache[layer])
+        kv.advance(P)
+    out = model.blocks[0](x, rope=(cos, sin), cache=kv, layer=0)
+    cache[layer] = (kv.keys[0], kv.values[0])
+    return out
 
 
 @torch.no_grad()
