@@ -198,6 +198,19 @@ class ForbiddenFunctions(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+# Every ATen operator F.scaled_dot_product_attention reaches, on every backend (its math path on
+# the CPU with a mask calls _safe_softmax first): what an exercise forbidding it lists.
+SDPA_ATEN_OPS = (
+    "_safe_softmax",
+    "scaled_dot_product_attention",
+    "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_attention_math_for_mps",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
 _MISSING = object()
 _ATEN_CALLABLES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
 # > 0 while the grader's own code (a stand-in) runs inside a learner's call.

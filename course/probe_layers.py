@@ -45,7 +45,6 @@ __all__ = [
     "inspect_init_plan",
     "inspect_lm_forward",
     "inspect_cached_rope",
-    "inspect_sampler",
     "inspect_split_view",
     "inspect_merge_view",
     "llama_rope",
@@ -1082,58 +1081,5 @@ def _rope_part_problem(fn, where: str) -> str | None:
             f"({first}): {fn.__name__} builds every block's RoPE from it, so {where} differs "
             "although block_forward passes its own check. Fix rope_cos_sin: its check in "
             "section 1 names the problem"
-        )
-    return None
-
-
-def inspect_sampler(fn, args, kwargs, out) -> str | None:
-    """sample_frequencies' own `sample_next` (from the notebook) must return int64 (B,) token
-    ids as a tensor, leave the logits as they were, and draw with the generator it is given:
-    the same seed the same tokens, another seed other tokens."""
-    sample_next = (getattr(fn, "__globals__", {}) or {}).get("sample_next")
-    if not callable(sample_next):
-        return None
-    logits, temperature, top_p = args[0], args[1], args[2]
-    rows = logits.repeat(64, 1)
-    given = rows.clone()
-    first = sample_next(rows, temperature, top_p, generator=torch.Generator().manual_seed(0))
-    if type(first) is not torch.Tensor:
-        return (
-            f"sample_next returned {_returned(first)}, where a torch.Tensor of token ids is "
-            "expected: keep it a tensor (no .numpy(), .tolist() or .item())"
-        )
-    if not torch.equal(rows, given):
-        return (
-            "sample_next changed the logits it was given (an in-place operation such as "
-            "logits.div_(t), logits /= t or masked_fill_): the caller's tensor must stay as it "
-            "was. Compute a new tensor, logits / temperature"
-        )
-    if tuple(first.shape) != (64,):
-        hint = (
-            " (squeeze the last dim: multinomial returns (B, 1))" if first.shape == (64, 1) else ""
-        )
-        return (
-            f"sample_next returned shape {tuple(first.shape)} for 64 rows of logits, where "
-            f"one id per row, (B,) = (64,), is expected{hint}"
-        )
-    if first.dtype != torch.int64:
-        return (
-            f"sample_next returned {str(first.dtype).removeprefix('torch.')} token ids, where "
-            "int64 (torch.long, what argmax and multinomial give) is expected: drop the .to(...)"
-        )
-    # Reproducibility is checked on uniform logits (every token possible), whatever this
-    # probe's temperature and top_p leave of its own distribution.
-    uniform = torch.zeros_like(rows)
-    draws = [
-        sample_next(uniform.clone(), 1.0, 1.0, generator=torch.Generator().manual_seed(s))
-        for s in (0, 0, 1)
-    ]
-    if not all(type(d) is torch.Tensor and d.shape == first.shape for d in draws):
-        return None
-    if not torch.equal(draws[0], draws[1]) or torch.equal(draws[0], draws[2]):
-        return (
-            "sample_next ignores the generator it is given: the same seed must give the same "
-            "tokens and another seed other tokens. Pass it on: torch.multinomial(probs, 1, "
-            "generator=generator)"
         )
     return None

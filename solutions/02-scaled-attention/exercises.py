@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from course.calling import SDPA_ATEN_OPS
 from course.compare import Tolerance
 from course.lesson import Exercise, Lesson, Mistake, Probe, randn, seeded
 from solutions.kernels import attention as A
@@ -20,20 +21,7 @@ from solutions.kernels import variance as V
 # watch F.scaled_dot_product_attention takes its "math" path, which ends in `_safe_softmax`,
 # an internal operator that torch.softmax never reaches (torch.softmax stays allowed).
 SDPA_NAME = "F.scaled_dot_product_attention (PyTorch's fused attention)"
-SDPA_OPS = {
-    name: SDPA_NAME
-    for name in (
-        "_safe_softmax",
-        "scaled_dot_product_attention",
-        "_scaled_dot_product_attention_math",
-        "_scaled_dot_product_attention_math_for_mps",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_fused_attention_overrideable",
-    )
-}
+SDPA_OPS = {name: SDPA_NAME for name in SDPA_ATEN_OPS}
 SDPA_HINT = (
     "Write it as matmul -> scale -> mask -> softmax (torch.softmax is allowed here); "
     "PyTorch's fused attention is what the checks compare against."

@@ -15,6 +15,7 @@ import dataclasses
 
 import torch
 
+from course.calling import SDPA_ATEN_OPS
 from course.lesson import Exercise, Lesson, Mistake, Probe, randn, seeded
 from solutions.kernels import heads as H
 from solutions.kernels import masks as M
@@ -478,18 +479,7 @@ def repeat_kv(x, n_rep):
 # one-hot rows it returns the repeated values (the stand-in for a learner's repeat_kv does that).
 REPEAT_FORBIDDEN = {
     name: "F.scaled_dot_product_attention"
-    for name in (
-        "torch.nn.functional:scaled_dot_product_attention",
-        "_safe_softmax",  # what its math path (CPU, with a mask) reaches first
-        "scaled_dot_product_attention",
-        "_scaled_dot_product_attention_math",
-        "_scaled_dot_product_attention_math_for_mps",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_fused_attention_overrideable",
-    )
+    for name in ("torch.nn.functional:scaled_dot_product_attention", *SDPA_ATEN_OPS)
 }
 REPEAT_FORBIDDEN_HINT = (
     "With enable_gqa=True it shares the kv heads inside attention, without repeating them: the "
