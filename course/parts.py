@@ -144,13 +144,6 @@ def _read(path: Path) -> _Notebook:
     return notebook
 
 
-def _functions(path: Path) -> tuple[dict[str, tuple[str, bool]], list[str]]:
-    """name -> (source, unsolved) of every top-level def in the notebook's code cells (the
-    last definition wins, as when the notebook runs), and the cells that did not parse."""
-    notebook = _read(path)
-    return notebook.functions, notebook.broken
-
-
 def _collect_helpers(
     notebook: _Notebook, name: str, parts: set[str], report: PartsReport, path: Path
 ) -> None:

@@ -168,6 +168,8 @@ def doubled_rms_norm(x: torch.Tensor) -> torch.Tensor:
 def _returned(out) -> str:
     """What a learner returned, in words, with the call that usually produces it."""
     kind = type(out)
+    if kind is torch.Tensor:
+        return f"a {str(out.dtype).removeprefix('torch.')} tensor of shape {tuple(out.shape)}"
     if kind is list:
         return "a list (what .tolist() gives)"
     if kind is tuple:
@@ -317,12 +319,12 @@ ROPE_TABLE_POSITIONS = 4096
 
 
 @functools.lru_cache(maxsize=16)
-def _freqs_cis(head_dim: int, theta: float, positions: int) -> torch.Tensor:
-    """e^(i t theta^(-2j/head_dim)) for t < positions: complex64 `(positions, head_dim // 2)`,
-    angles in float32 (Meta's `precompute_freqs_cis`)."""
+def _rope_table(head_dim: int, theta: float, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of t theta^(-2j/head_dim) for t < positions, each float32 `(positions,
+    head_dim // 2)`: angles in float32, as Meta's `precompute_freqs_cis` forms them."""
     freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(positions, dtype=torch.float32), freqs)
-    return torch.polar(torch.ones_like(angles), angles)
+    return angles.cos(), angles.sin()
 
 
 def llama_rope(x: torch.Tensor, start: int, theta: float = 10000.0) -> torch.Tensor:
@@ -341,9 +343,9 @@ def llama_rope(x: torch.Tensor, start: int, theta: float = 10000.0) -> torch.Ten
     positions = ROPE_TABLE_POSITIONS
     while positions < start + T:
         positions *= 2
-    rows = _freqs_cis(hd, float(theta), positions)[start : start + T]  # (T, hd / 2) complex64
+    cos, sin = (t[start : start + T] for t in _rope_table(hd, float(theta), positions))
     wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: float32
-    cos, sin = rows.real.to(wide), rows.imag.to(wide)
+    cos, sin = cos.to(wide), sin.to(wide)  # each (T, hd / 2)
     pairs = x.to(wide).unflatten(-1, (-1, 2))  # (..., T, hd / 2, 2): features 2i and 2i + 1
     first, second = pairs[..., 0], pairs[..., 1]
     turned = (first * cos - second * sin, first * sin + second * cos)
@@ -947,12 +949,7 @@ def inspect_python_int(fn, args, kwargs, out) -> str | None:
     """A parameter count is a Python int (not a float from `/`, not a 0-d tensor)."""
     if type(out) is int:
         return None
-    if type(out) is float:
-        how = "a float (what / or math.pow gives)"
-    elif type(out) is torch.Tensor:
-        how = f"a {str(out.dtype).removeprefix('torch.')} tensor of shape {tuple(out.shape)}"
-    else:
-        how = _returned(out)
+    how = "a float (what / or math.pow gives)" if type(out) is float else _returned(out)
     return (
         f"returned {how}, where a count of parameters is a Python int: multiply and add "
         "integers only (// for the head width), and int(...) a tensor's .numel()"

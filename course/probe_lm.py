@@ -21,14 +21,9 @@ from typing import Any
 import torch
 
 from course.calling import copy_args, swapped_globals
+from course.probe_layers import _returned, inspect_cached_rope
 
 __all__ = ["inspect_block_cache", "inspect_cached_decoding", "inspect_sampler"]
-
-
-def _returned(out: Any) -> str:
-    if type(out) is torch.Tensor:
-        return f"a {str(out.dtype).removeprefix('torch.')} tensor of shape {tuple(out.shape)}"
-    return f"a {type(out).__name__}"
 
 
 def _pair(entry: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -115,8 +110,6 @@ def inspect_cached_decoding(fn, args, kwargs, out) -> str | None:
     layer that holds (B, n_kv_heads, S, head_dim) keys and values after each call. Equal logits
     alone cannot tell this from recomputing the prefix at every step, or from no cache at all.
     A learner rope_cos_sin that fails lesson 05's check is named first (course.probe_layers)."""
-    from course.probe_layers import inspect_cached_rope
-
     problem = inspect_cached_rope(fn, args, kwargs, out)
     if problem:
         return problem

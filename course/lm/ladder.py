@@ -343,17 +343,20 @@ class RoPELM(LadderLM):
     rung, adds, components = "RoPE", "rotary positions", frozenset(COMPONENTS[:6])
 
 
+def _rung_with(cls: type[LadderLM], **attributes) -> type[LadderLM]:
+    """A subclass of the rung `cls`, of the same name and docstring, with `attributes` set."""
+    return type(cls.__name__, (cls,), {"__doc__": cls.__doc__, **attributes})
+
+
 def with_rope(rope_cos_sin: Callable, rotate_pairs: Callable) -> type[RoPELM]:
     """The RoPE rung rotating with these functions (lesson 05's signatures: see
     `course.lm.models.load_rope_functions`), a subclass of RoPELM of the same name."""
-    namespace = {"rope_functions": (rope_cos_sin, rotate_pairs), "__doc__": RoPELM.__doc__}
-    return type(RoPELM.__name__, (RoPELM,), namespace)
+    return _rung_with(RoPELM, rope_functions=(rope_cos_sin, rotate_pairs))
 
 
 def with_parts(cls: type[LadderLM], parts: LadderParts) -> type[LadderLM]:
     """The rung `cls` built from `parts` (see LadderParts), a subclass of the same name."""
-    namespace = {"parts": parts, "__doc__": cls.__doc__}
-    return type(cls.__name__, (cls,), namespace)
+    return _rung_with(cls, parts=parts)
 
 
 RUNGS: tuple[type[LadderLM], ...] = (
@@ -507,50 +510,49 @@ def resolve_rope(
     return (rope[0], rope[1]), None
 
 
-def _try_rope(functions: RopeFunctions) -> None:
-    """Run the pair once on a small input (B 1, H 1, T 4, head_dim 8): an unwritten or failing
-    function is named in one line before any rung trains."""
-    x = torch.ones(1, 1, 4, 8)
+def _try_part(
+    name: str, run: Callable[[], object], x: torch.Tensor, shape: tuple, same_dtype: bool = False
+) -> None:
+    """Call `run()` once on a small input: an unwritten or failing part (`name`, a function or
+    two of the learner's) is named in one line (ModelSpecError) before any rung trains, and so
+    is a result that is not a tensor of `shape` (and of x's dtype, with `same_dtype`)."""
     try:
-        out = apply_rope(x, 10000.0, functions)
+        out = run()
     except NotImplementedError:
-        raise ModelSpecError(
-            "your rope_cos_sin or rotate_pairs is not written yet (NotImplementedError)"
-        ) from None
+        raise ModelSpecError(f"your {name} is not written yet (NotImplementedError)") from None
     except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
         raise ModelSpecError(
-            f"the RoPE functions failed on x of shape (1, 1, 4, 8): {type(exc).__name__}: {exc}"
+            f"{name} failed on a small input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}"
         ) from None
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
-        got = getattr(out, "shape", type(out).__name__)
+    tensor = isinstance(out, torch.Tensor)
+    if not tensor or tuple(out.shape) != shape or (same_dtype and out.dtype != x.dtype):
+        got = f"{tuple(out.shape)} {out.dtype}" if tensor else type(out).__name__
         raise ModelSpecError(
-            f"the RoPE functions turned x of shape (1, 1, 4, 8) float32 into {got}, not a "
-            "tensor of the same shape and dtype"
+            f"{name} returned {got} on a small input of shape {tuple(x.shape)} float32, not a "
+            f"tensor of shape {shape}" + (" float32" if same_dtype else "")
         )
 
 
+def _try_rope(functions: RopeFunctions) -> None:
+    """The RoPE pair once on x (B 1, H 1, T 4, head_dim 8)."""
+    x = torch.ones(1, 1, 4, 8)
+    _try_part(
+        "rope_cos_sin or rotate_pairs",
+        lambda: apply_rope(x, 10000.0, functions),
+        x,
+        tuple(x.shape),
+        same_dtype=True,
+    )
+
+
 def _try_parts(parts: LadderParts) -> None:
-    """Run the parts once on a small input (B 1, T 3, 2 heads of 4): an unwritten or failing
-    function is named in one line before any rung trains."""
+    """Each part once on a small input (B 1, T 3, 2 heads of 4)."""
     if not isinstance(parts, LadderParts):
         raise ModelSpecError("parts must be a LadderParts(split_heads, merge_heads, rms_norm)")
-    x = torch.ones(1, 3, 8)
-    for name, run, shape in [
-        ("split_heads", lambda: parts.split_heads(x, 2), (1, 2, 3, 4)),
-        ("merge_heads", lambda: parts.merge_heads(torch.ones(1, 2, 3, 4)), x.shape),
-        ("rms_norm", lambda: parts.rms_norm(x, torch.ones(8), 1e-5), x.shape),
-    ]:
-        try:
-            out = run()
-        except NotImplementedError:
-            raise ModelSpecError(f"your {name} is not written yet (NotImplementedError)") from None
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-            raise ModelSpecError(
-                f"{name} failed on a small input: {type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelSpecError(f"{name} returned {got} on a small input, not shape {shape}")
+    x, heads = torch.ones(1, 3, 8), torch.ones(1, 2, 3, 4)
+    _try_part("split_heads", lambda: parts.split_heads(x, 2), x, (1, 2, 3, 4))
+    _try_part("merge_heads", lambda: parts.merge_heads(heads), heads, (1, 3, 8))
+    _try_part("rms_norm", lambda: parts.rms_norm(x, torch.ones(8), 1e-5), x, (1, 3, 8))
 
 
 def skipped_rung(cls: type[LadderLM], why: str) -> RungResult:
