@@ -12,6 +12,7 @@ along the wrong dimension, a missing mask, heads merged in the wrong order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -27,9 +28,21 @@ SPLIT_VIEW = "course.probe_layers:inspect_split_view"
 MERGE_VIEW = "course.probe_layers:inspect_merge_view"
 
 
-def _inspected(probes: list[Probe], inspector: str) -> list[Probe]:
-    """`probes` with `inspector` run after every value call."""
-    return [dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p for p in probes]
+def _inspected_by(inspector: str):
+    """Decorates a probe maker: its probes run `inspector` after every value call."""
+
+    def decorate(make):
+        @functools.wraps(make)
+        def made(*args) -> list[Probe]:
+            probes = make(*args)
+            return [
+                dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p
+                for p in probes
+            ]
+
+        return made
+
+    return decorate
 
 
 # ---------------------------------------------------------------- split_heads
@@ -128,12 +141,9 @@ def split_heads(x, n_heads):
 ]
 
 
+@_inspected_by(SPLIT_VIEW)
 def split_visible() -> list[Probe]:
     g = seeded(401)
-    return _inspected(_split_visible(g), SPLIT_VIEW)
-
-
-def _split_visible(g: torch.Generator) -> list[Probe]:
     return [
         Probe(
             name="perturb token 2 only (x is zero elsewhere): only token 2's rows may change, in "
@@ -146,11 +156,8 @@ def _split_visible(g: torch.Generator) -> list[Probe]:
     ]
 
 
+@_inspected_by(SPLIT_VIEW)
 def split_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_split_hidden(g), SPLIT_VIEW)
-
-
-def _split_hidden(g: torch.Generator) -> list[Probe]:
     T = int(torch.randint(2, 9, (1,), generator=g))
     t = int(torch.randint(0, T, (1,), generator=g))
     return [
@@ -250,12 +257,9 @@ def merge_heads(x):
 ]
 
 
+@_inspected_by(MERGE_VIEW)
 def merge_visible() -> list[Probe]:
     g = seeded(402)
-    return _inspected(_merge_visible(g), MERGE_VIEW)
-
-
-def _merge_visible(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="B=2, 3 heads, T=4, d=2", args=(randn(g, 2, 3, 4, 2),)),
         Probe(name="1 head, T=5, d=3", args=(randn(g, 1, 1, 5, 3),)),
@@ -271,11 +275,8 @@ def _merge_visible(g: torch.Generator) -> list[Probe]:
     ]
 
 
+@_inspected_by(MERGE_VIEW)
 def merge_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_merge_hidden(g), MERGE_VIEW)
-
-
-def _merge_hidden(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="B=3, 4 heads, T=7, d=4", args=(randn(g, 3, 4, 7, 4),)),
         Probe(name="T = H = d = 3", args=(randn(g, 2, 3, 3, 3),)),
