@@ -8,6 +8,8 @@ are passed in by `solutions/`, which the student bundle does not have.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,3 +180,22 @@ def randn(g: torch.Generator, *shape: int, scale: float = 1.0, dtype=torch.float
 def seeded(seed: int) -> torch.Generator:
     """A CPU generator with a fixed seed (visible cases are the same for every learner)."""
     return torch.Generator().manual_seed(seed)
+
+
+def inspected(probes: list[Probe], inspector: str) -> list[Probe]:
+    """`probes` with `inspector` ("module:function", see `Probe.inspect`) run after every value
+    call; a gradient call checks its own result's type."""
+    return [dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p for p in probes]
+
+
+def inspected_by(inspector: str) -> Callable:
+    """Decorates a function that makes probes: its probes are `inspected(..., inspector)`."""
+
+    def decorate(make: Callable[..., list[Probe]]) -> Callable[..., list[Probe]]:
+        @functools.wraps(make)
+        def made(*args) -> list[Probe]:
+            return inspected(make(*args), inspector)
+
+        return made
+
+    return decorate

@@ -11,13 +11,10 @@ along the wrong dimension, a missing mask, heads merged in the wrong order.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
 import torch
 
 from course.calling import SDPA_ATEN_OPS
-from course.lesson import Exercise, Lesson, Mistake, Probe, randn, seeded
+from course.lesson import Exercise, Lesson, Mistake, Probe, inspected_by, randn, seeded
 from solutions.kernels import heads as H
 from solutions.kernels import masks as M
 from solutions.kernels import weights as W
@@ -26,23 +23,6 @@ from solutions.kernels import weights as W
 # split is always a view of x, the merge is one when T == 1 or H == 1 (section 3).
 SPLIT_VIEW = "course.probe_layers:inspect_split_view"
 MERGE_VIEW = "course.probe_layers:inspect_merge_view"
-
-
-def _inspected_by(inspector: str):
-    """Decorates a probe maker: its probes run `inspector` after every value call."""
-
-    def decorate(make):
-        @functools.wraps(make)
-        def made(*args) -> list[Probe]:
-            probes = make(*args)
-            return [
-                dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p
-                for p in probes
-            ]
-
-        return made
-
-    return decorate
 
 
 # ---------------------------------------------------------------- split_heads
@@ -141,7 +121,7 @@ def split_heads(x, n_heads):
 ]
 
 
-@_inspected_by(SPLIT_VIEW)
+@inspected_by(SPLIT_VIEW)
 def split_visible() -> list[Probe]:
     g = seeded(401)
     return [
@@ -156,7 +136,7 @@ def split_visible() -> list[Probe]:
     ]
 
 
-@_inspected_by(SPLIT_VIEW)
+@inspected_by(SPLIT_VIEW)
 def split_hidden(g: torch.Generator) -> list[Probe]:
     T = int(torch.randint(2, 9, (1,), generator=g))
     t = int(torch.randint(0, T, (1,), generator=g))
@@ -257,7 +237,7 @@ def merge_heads(x):
 ]
 
 
-@_inspected_by(MERGE_VIEW)
+@inspected_by(MERGE_VIEW)
 def merge_visible() -> list[Probe]:
     g = seeded(402)
     return [
@@ -275,7 +255,7 @@ def merge_visible() -> list[Probe]:
     ]
 
 
-@_inspected_by(MERGE_VIEW)
+@inspected_by(MERGE_VIEW)
 def merge_hidden(g: torch.Generator) -> list[Probe]:
     return [
         Probe(name="B=3, 4 heads, T=7, d=4", args=(randn(g, 3, 4, 7, 4),)),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
 from course.calling import FnRef
 from course.compare import Tolerance
-from course.lesson import Exercise, Lesson, Mistake, Probe, randn, seeded
+from course.lesson import Exercise, Lesson, Mistake, Probe, inspected, randn, seeded
 from solutions.kernels import depth as D
 from solutions.kernels import norms as N
 
@@ -62,12 +61,6 @@ HINT = "Build it from mean, sum, sqrt or rsqrt and arithmetic."
 TENSOR_RESULT = "course.probe_layers:inspect_tensor_result"
 FLOAT_PAIR = "course.probe_layers:inspect_float_pair"
 CALLER_TENSORS = "course.probe_layers:inspect_caller_tensors"
-
-
-def _inspected(probes: list[Probe], inspector: str) -> list[Probe]:
-    """`probes` with `inspector` run after every value call (a gradient call checks its own
-    result's type)."""
-    return [dataclasses.replace(p, inspect=inspector) if p.mode == "value" else p for p in probes]
 
 
 # The sublayers and norms a block exercise is called with (course/probe_layers.py): four
@@ -439,7 +432,7 @@ def _worked_rows() -> torch.Tensor:
 
 
 def ln_visible() -> list[Probe]:
-    return _inspected(_ln_visible(), TENSOR_RESULT)
+    return inspected(_ln_visible(), TENSOR_RESULT)
 
 
 def _ln_visible() -> list[Probe]:
@@ -503,7 +496,7 @@ def _ln_visible() -> list[Probe]:
 
 
 def ln_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_ln_hidden(g), TENSOR_RESULT)
+    return inspected(_ln_hidden(g), TENSOR_RESULT)
 
 
 def _ln_hidden(g: torch.Generator) -> list[Probe]:
@@ -768,7 +761,7 @@ def rms_norm(x, weight=None, eps=1e-5):
 
 
 def rms_visible() -> list[Probe]:
-    return _inspected(_rms_visible(), TENSOR_RESULT)
+    return inspected(_rms_visible(), TENSOR_RESULT)
 
 
 def _rms_visible() -> list[Probe]:
@@ -806,7 +799,7 @@ def _rms_visible() -> list[Probe]:
 
 
 def rms_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_rms_hidden(g), TENSOR_RESULT)
+    return inspected(_rms_hidden(g), TENSOR_RESULT)
 
 
 def _rms_hidden(g: torch.Generator) -> list[Probe]:
@@ -915,7 +908,7 @@ def _block_args(g, *shape, dtype=torch.float64):
 
 
 def pre_visible() -> list[Probe]:
-    return _inspected(_pre_visible(), TENSOR_RESULT)
+    return inspected(_pre_visible(), TENSOR_RESULT)
 
 
 def _pre_visible() -> list[Probe]:
@@ -937,7 +930,7 @@ def _pre_visible() -> list[Probe]:
 
 
 def pre_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_pre_hidden(g), TENSOR_RESULT)
+    return inspected(_pre_hidden(g), TENSOR_RESULT)
 
 
 def _pre_hidden(g: torch.Generator) -> list[Probe]:
@@ -1024,7 +1017,7 @@ def post_ln_block(x, attn, ffn, norm1, norm2, alpha=1.0):
 
 
 def post_visible() -> list[Probe]:
-    return _inspected(_post_visible(), TENSOR_RESULT)
+    return inspected(_post_visible(), TENSOR_RESULT)
 
 
 def _post_visible() -> list[Probe]:
@@ -1048,7 +1041,7 @@ def _post_visible() -> list[Probe]:
 
 
 def post_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_post_hidden(g), TENSOR_RESULT)
+    return inspected(_post_hidden(g), TENSOR_RESULT)
 
 
 def _post_hidden(g: torch.Generator) -> list[Probe]:
@@ -1162,7 +1155,7 @@ def deepnorm_constants(n_layers):
 
 
 def deepnorm_visible() -> list[Probe]:
-    return _inspected(_deepnorm_visible(), FLOAT_PAIR)
+    return inspected(_deepnorm_visible(), FLOAT_PAIR)
 
 
 def _deepnorm_visible() -> list[Probe]:
@@ -1170,7 +1163,7 @@ def _deepnorm_visible() -> list[Probe]:
 
 
 def deepnorm_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_deepnorm_hidden(g), FLOAT_PAIR)
+    return inspected(_deepnorm_hidden(g), FLOAT_PAIR)
 
 
 def _deepnorm_hidden(g: torch.Generator) -> list[Probe]:
@@ -1353,7 +1346,7 @@ def _law(n_layers: int, dtype) -> torch.Tensor:
 
 
 def stream_visible() -> list[Probe]:
-    return _inspected(_stream_visible(), TENSOR_RESULT)
+    return inspected(_stream_visible(), TENSOR_RESULT)
 
 
 def _stream_visible() -> list[Probe]:
@@ -1390,7 +1383,7 @@ def _stream_visible() -> list[Probe]:
 
 
 def stream_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_stream_hidden(g), TENSOR_RESULT)
+    return inspected(_stream_hidden(g), TENSOR_RESULT)
 
 
 def _stream_hidden(g: torch.Generator) -> list[Probe]:
@@ -1635,7 +1628,7 @@ GRAD_MISTAKES += [
 
 
 def grad_visible() -> list[Probe]:
-    return _inspected(_grad_visible(), CALLER_TENSORS)
+    return inspected(_grad_visible(), CALLER_TENSORS)
 
 
 def _grad_visible() -> list[Probe]:
@@ -1662,7 +1655,7 @@ def _grad_visible() -> list[Probe]:
 
 
 def grad_hidden(g: torch.Generator) -> list[Probe]:
-    return _inspected(_grad_hidden(g), CALLER_TENSORS)
+    return inspected(_grad_hidden(g), CALLER_TENSORS)
 
 
 def _grad_hidden(g: torch.Generator) -> list[Probe]:
